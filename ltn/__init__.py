@@ -1,0 +1,22 @@
+"""ltn: linear tensor networks, their exact gradient flow, and the theory of their implicit bias.
+
+Importing ltn turns on float64 in JAX (`jax_enable_x64`): the theory is checked to tolerances that float32
+cannot reach. Set the environment variable `LTN_FLOAT32=1` before importing to leave JAX's default alone.
+"""
+
+import os as _os
+
+import jax as _jax
+
+if _os.environ.get("LTN_FLOAT32", "") not in ("1", "true", "yes"):
+    _jax.config.update("jax_enable_x64", True)
+
+from ._version import __version__ as __version__
+from .networks import (
+    Convolutional as Convolutional,
+    Diagonal as Diagonal,
+    FullyConnected as FullyConnected,
+    Network as Network,
+    Odeco as Odeco,
+    TensorNetwork as TensorNetwork,
+)

@@ -1,0 +1,123 @@
+"""Problem generators: sparse regression, separable classification, and data loaded from a file.
+
+Every generator returns a `Problem` of NumPy float64 arrays; generation is deterministic in the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import scipy.optimize
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """Data `X` (n, d) and targets `y` (n,); `beta_star` is the generating predictor when there is one."""
+
+    X: np.ndarray
+    y: np.ndarray
+    task: str  # "regression" or "classification"
+    beta_star: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+
+def sparse_regression(seed: int, n: int, d: int, sparsity: int, noise: float = 0.0) -> Problem:
+    """Woodworth et al. (2020): `x ~ N(0, I_d)`, `beta*` with `sparsity` entries `1/sqrt(sparsity)`,
+    `y = X beta* + noise * N(0, 1)`."""
+    if not 1 <= sparsity <= d:
+        raise ValueError(f"sparsity must be between 1 and d = {d}, got {sparsity}")
+    if n >= d:
+        raise ValueError(f"regression needs an underdetermined problem (n < d), got n = {n}, d = {d}")
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    beta_star = np.zeros(d)
+    beta_star[:sparsity] = 1 / np.sqrt(sparsity)
+    y = X @ beta_star + noise * rng.standard_normal(n)
+    return Problem(X, y, "regression", beta_star)
+
+
+def separable_classification(seed: int, n: int, d: int, margin: float = 0.1, sparsity: int | None = None
+                             ) -> Problem:
+    """Labels of a teacher `w*` (unit norm, `sparsity` non-zeros; dense by default) on Gaussian inputs, with
+    every point moved along `w*` so that `y_i <x_i, w*> >= margin`: separable with margin at least `margin`."""
+    if margin <= 0:
+        raise ValueError(f"margin must be positive, got {margin}")
+    rng = np.random.default_rng(seed)
+    k = d if sparsity is None else sparsity
+    if not 1 <= k <= d:
+        raise ValueError(f"sparsity must be between 1 and d = {d}, got {sparsity}")
+    teacher = np.zeros(d)
+    teacher[:k] = rng.standard_normal(k)
+    teacher /= np.linalg.norm(teacher)
+    X = rng.standard_normal((n, d))
+    scores = X @ teacher
+    y = np.where(scores >= 0, 1.0, -1.0)
+    shortfall = np.maximum(margin - y * scores, 0.0)
+    X = X + (y * shortfall)[:, None] * teacher[None, :]
+    return Problem(X, y, "classification", teacher)
+
+
+def load_npz(path: str | os.PathLike, task: str) -> Problem:
+    """`X` and `y` (and optionally `beta_star`) from a `.npz` file."""
+    try:
+        with np.load(path) as archive:
+            arrays = {key: np.asarray(archive[key], dtype=np.float64) for key in archive.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"data file {os.fspath(path)!r} does not exist") from None
+    except (ValueError, OSError) as error:
+        raise ValueError(f"data file {os.fspath(path)!r} is not a readable .npz archive: {error}") from None
+    missing = {"X", "y"} - arrays.keys()
+    if missing:
+        raise ValueError(f"data file {os.fspath(path)!r} lacks array(s) {sorted(missing)} (it has {sorted(arrays)})")
+    return check_problem(Problem(arrays["X"], arrays["y"], task, arrays.get("beta_star")))
+
+
+def separation_margin(X: np.ndarray, y: np.ndarray) -> float:
+    """Largest `min_i y_i <x_i, w>` over `||w||_inf <= 1` (an LP): positive iff the data are linearly separable
+    through the origin."""
+    n, d = X.shape
+    # variables (w, t): maximise t subject to t - y_i x_i^T w <= 0, -1 <= w <= 1
+    cost = np.zeros(d + 1)
+    cost[-1] = -1.0
+    constraints = np.hstack([-(y[:, None] * X), np.ones((n, 1))])
+    result = scipy.optimize.linprog(cost, A_ub=constraints, b_ub=np.zeros(n),
+                                    bounds=[(-1, 1)] * d + [(None, None)], method="highs")
+    if result.status != 0:
+        raise RuntimeError(f"separability LP failed: {result.message}")
+    return float(-result.fun)
+
+
+def check_problem(problem: Problem) -> Problem:
+    """Shapes, finiteness, labels, rank and separability, with errors that name what is wrong."""
+    X, y = problem.X, problem.y
+    if X.ndim != 2:
+        raise ValueError(f"X must be a matrix (n, d), got shape {X.shape}")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) to match X {X.shape}, got {y.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise ValueError("X and y must be finite (found NaN or inf)")
+    if problem.task == "regression":
+        n, d = X.shape
+        if n >= d:
+            raise ValueError(f"regression needs an underdetermined problem (n < d), got n = {n}, d = {d}")
+        if np.linalg.matrix_rank(X) < n:
+            raise ValueError(f"regression needs X of full row rank n = {n}, got rank {np.linalg.matrix_rank(X)}")
+    elif problem.task == "classification":
+        if not np.all(np.isin(y, (-1.0, 1.0))):
+            raise ValueError("classification labels y must be -1 or +1")
+        margin = separation_margin(X, y)
+        if margin <= 1e-9 * np.abs(X).max():
+            raise ValueError("classification data are not linearly separable through the origin "
+                             f"(best l_inf-normalised margin {margin:.3e})")
+    else:
+        raise ValueError(f"task must be 'regression' or 'classification', got {problem.task!r}")
+    return problem

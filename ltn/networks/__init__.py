@@ -1,0 +1,8 @@
+"""Linear tensor networks, one module per family."""
+
+from ._base import Network as Network, Params as Params
+from ._convolutional import Convolutional as Convolutional, dft_matrix as dft_matrix
+from ._diagonal import Diagonal as Diagonal
+from ._fully_connected import FullyConnected as FullyConnected
+from ._odeco import Odeco as Odeco
+from ._tensor import TensorNetwork as TensorNetwork

@@ -1,0 +1,243 @@
+"""The networks implement the tensor formulation exactly (THEORY §2-3)."""
+
+import dataclasses
+import string
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ltn
+from ltn.networks import dft_matrix
+
+
+def orthonormal_columns(rng, k, m, complex_=False):
+    A = rng.standard_normal((k, m))
+    if complex_:
+        A = A + 1j * rng.standard_normal((k, m))
+    return np.linalg.qr(A)[0]
+
+
+def make_networks():
+    rng = np.random.default_rng(0)
+    nets = [
+        ltn.Diagonal(d=5, depth=1),
+        ltn.Diagonal(d=6, depth=3),
+        ltn.FullyConnected(d=4, widths=()),
+        ltn.FullyConnected(d=4, widths=(3, 2)),
+        ltn.Convolutional(d=5, depth=3, filter_sizes=(2, 3)),
+        ltn.Convolutional(d=5, depth=3),
+        ltn.Convolutional(d=6, depth=2),
+        ltn.TensorNetwork(rng.standard_normal((4, 2, 3, 2))),
+        ltn.Odeco(rng.standard_normal((3, 5)), [orthonormal_columns(rng, k, 3) for k in (3, 4, 5)]),
+    ]
+    conv = ltn.Convolutional(d=5, depth=3)
+    nets.append(ltn.Odeco(*conv.odeco))  # complex decomposition of a real network
+    return nets
+
+
+NETWORKS = make_networks()
+IDS = [repr(n) for n in NETWORKS]
+
+
+def random_params(net, seed=1):
+    return net.init(jax.random.PRNGKey(seed), scale=0.7)
+
+
+def full_contraction(tensor, vectors):
+    letters = string.ascii_letters[: tensor.ndim]
+    return jnp.einsum(f"{letters}," + ",".join(letters), tensor, *vectors)
+
+
+def partial_contraction(tensor, vectors, skip):
+    letters = string.ascii_letters[: tensor.ndim]
+    operands = [v for l, v in enumerate(vectors) if l != skip]
+    inputs = [letters] + [letters[l] for l in range(len(vectors)) if l != skip]
+    return jnp.einsum(",".join(inputs) + f"->{letters[skip]}", tensor, *operands)
+
+
+@pytest.mark.parametrize("net", NETWORKS, ids=IDS)
+def test_apply_equals_data_tensor_contraction_and_beta(net):
+    params = random_params(net)
+    X = jax.random.normal(jax.random.PRNGKey(2), (3, net.d))
+    flat = [p.reshape(-1) for p in params]
+    by_tensor = jnp.stack([full_contraction(net.data_tensor(x), flat) for x in X])
+    out = net.apply(params, X)
+    assert out.shape == (3,)
+    np.testing.assert_allclose(out, by_tensor, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, X @ net.beta(params), rtol=1e-13, atol=1e-13)
+    # beta[m] = M(e_m)(v_1..v_L)
+    by_basis = [full_contraction(net.data_tensor(e), flat) for e in jnp.eye(net.d)]
+    np.testing.assert_allclose(net.beta(params), by_basis, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("net", NETWORKS, ids=IDS)
+def test_gradient_is_partial_contraction(net):
+    params = random_params(net)
+    x = jax.random.normal(jax.random.PRNGKey(3), (net.d,))
+    grads = jax.grad(lambda p: net.apply(p, x))(params)
+    flat = [p.reshape(-1) for p in params]
+    tensor = net.data_tensor(x)
+    for l in range(net.depth):
+        expected = partial_contraction(tensor, flat, l).reshape(net.layer_shapes[l])
+        np.testing.assert_allclose(grads[l], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_fully_connected_beta_is_matrix_product():
+    net = ltn.FullyConnected(d=5, widths=(4, 3, 2))
+    params = random_params(net)
+    assert [p.shape for p in params] == [(5, 4), (4, 3), (3, 2), (2, 1)]
+    product = params[0] @ params[1] @ params[2] @ params[3]
+    np.testing.assert_allclose(net.beta(params), product[:, 0], rtol=1e-13)
+    assert net.num_params == 20 + 12 + 6 + 2
+
+
+def naive_convolution_output(filters, x):
+    """The layer recursion h_l[i] = sum_k v_l[k] h_(l-1)[(i+k) mod d], f = <h_(L-1), v_L>."""
+    d = len(x)
+    h = np.asarray(x)
+    for v in filters[:-1]:
+        h = np.array([sum(v[k] * h[(i + k) % d] for k in range(len(v))) for i in range(d)])
+    return h @ filters[-1]
+
+
+@pytest.mark.parametrize("filter_sizes", [(2,), (3, 1), (7, 7), (2, 5, 3)])
+def test_convolution_beta_is_circular_convolution_of_padded_filters(filter_sizes):
+    d = 7
+    net = ltn.Convolutional(d=d, depth=len(filter_sizes) + 1, filter_sizes=filter_sizes)
+    params = [np.asarray(p) for p in random_params(net)]
+    beta = np.zeros(d)
+    beta[0] = 1.0
+    for v in params:
+        padded = np.zeros(d)
+        padded[: len(v)] = v
+        beta = np.array([sum(beta[j] * padded[(m - j) % d] for j in range(d)) for m in range(d)])
+    np.testing.assert_allclose(net.beta(tuple(params)), beta, rtol=1e-12, atol=1e-13)
+    x = np.random.default_rng(4).standard_normal(d)
+    np.testing.assert_allclose(net.apply(tuple(params), x), naive_convolution_output(params, x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_full_length_convolution_equals_its_dft_odeco_form(depth):
+    d = 6
+    conv = ltn.Convolutional(d=d, depth=depth)
+    S, Us = conv.odeco
+    F = dft_matrix(d)
+    np.testing.assert_allclose(S, d ** ((depth - 2) / 2) * F)
+    odeco = ltn.Odeco(S, Us)
+    params = random_params(conv)
+    X = jax.random.normal(jax.random.PRNGKey(5), (4, d))
+    np.testing.assert_allclose(odeco.apply(params, X), conv.apply(params, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(odeco.data_tensor(X[0]), conv.data_tensor(X[0]), atol=1e-12)
+    # rho in frequency space: beta = Re(S^T rho) with rho = prod_l U_l^T v_l
+    rho = np.prod([U.T @ np.asarray(v) for U, v in zip(Us, params)], axis=0)
+    np.testing.assert_allclose((S.T @ rho).imag, 0, atol=1e-12)
+
+
+def test_odeco_with_identities_is_diagonal():
+    d, depth = 5, 3
+    diag = ltn.Diagonal(d, depth)
+    odeco = ltn.Odeco(np.eye(d), [np.eye(d)] * depth)
+    params = random_params(diag)
+    X = jax.random.normal(jax.random.PRNGKey(6), (3, d))
+    np.testing.assert_allclose(odeco.apply(params, X), diag.apply(params, X), rtol=1e-14)
+    np.testing.assert_allclose(odeco.data_tensor(X[0]), diag.data_tensor(X[0]), rtol=1e-14)
+    np.testing.assert_array_equal(diag.odeco[0], odeco.odeco[0])
+
+
+@pytest.mark.parametrize("net", NETWORKS, ids=IDS)
+def test_vmap_over_params_matches_loop(net):
+    keys = jax.random.split(jax.random.PRNGKey(7), 4)
+    batch = jax.vmap(lambda k: net.init(k, scale=0.5))(keys)
+    X = jax.random.normal(jax.random.PRNGKey(8), (3, net.d))
+    outs = jax.jit(jax.vmap(net.apply, in_axes=(0, None)))(batch, X)
+    betas = jax.vmap(net.beta)(batch)
+    for i, k in enumerate(keys):
+        single = net.init(k, scale=0.5)
+        np.testing.assert_allclose(outs[i], net.apply(single, X), rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(betas[i], net.beta(single), rtol=1e-13, atol=1e-14)
+
+
+def test_specs_are_hashable_by_content_and_static_under_jit():
+    rng = np.random.default_rng(9)
+    T = rng.standard_normal((3, 2, 2))
+    assert ltn.TensorNetwork(T) == ltn.TensorNetwork(T.copy())
+    assert hash(ltn.TensorNetwork(T)) == hash(ltn.TensorNetwork(T.copy()))
+    assert ltn.TensorNetwork(T) != ltn.TensorNetwork(T + 1)
+    assert ltn.Diagonal(3, 2) == ltn.Diagonal(d=3, depth=2) != ltn.Diagonal(3, 3)
+    assert ltn.Convolutional(4, 3) == ltn.Convolutional(4, 3, (4, 4))
+
+    out = jax.jit(lambda p, X, net: net.apply(p, X), static_argnums=2)
+    net = ltn.Diagonal(3, 2)
+    params = random_params(net)
+    out(params, jnp.ones((2, 3)), net)
+    out(params, jnp.ones((2, 3)), ltn.Diagonal(3, 2))  # equal spec: cache hit
+    assert out._cache_size() == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        net.d_in = 4
+
+
+@pytest.mark.parametrize("net", [n for n in NETWORKS if n.odeco is not None], ids=lambda n: repr(n))
+def test_theorem_init(net):
+    S, Us = net.odeco
+    eta_bar = np.linspace(0.5, 1.5, S.shape[0])
+    if np.iscomplexobj(S):  # DFT decompositions need eta_bar[-j] = eta_bar[j] for real filters
+        eta_bar = 0.5 + np.cos(2 * np.pi * np.arange(S.shape[0]) / S.shape[0]) ** 2
+    params = net.init(jax.random.PRNGKey(0), scale=0.3, kind="theorem", eta_bar=eta_bar)
+    for l, (U, v) in enumerate(zip(Us, params)):
+        assert not jnp.iscomplexobj(v)
+        expected = 0.3 * eta_bar if l < net.depth - 1 else 0 * eta_bar
+        np.testing.assert_allclose(U.T @ np.asarray(v).reshape(-1), expected, atol=1e-13)
+    np.testing.assert_allclose(net.beta(params), 0, atol=1e-15)
+
+
+# ---- bad arguments -----------------------------------------------------------------------------------
+
+BAD_CONSTRUCTIONS = [
+    (lambda: ltn.Diagonal(d=3, depth=0), ValueError, "depth"),
+    (lambda: ltn.Diagonal(d=0, depth=2), ValueError, "d must be"),
+    (lambda: ltn.Diagonal(d=3.5, depth=2), TypeError, "d must be an integer"),
+    (lambda: ltn.Convolutional(d=4, depth=0), ValueError, "depth"),
+    (lambda: ltn.Convolutional(d=4, depth=3, filter_sizes=(2, 5)), ValueError, r"filter_sizes\[1\] = 5 is longer"),
+    (lambda: ltn.Convolutional(d=4, depth=3, filter_sizes=(2,)), ValueError, "depth - 1 = 2 sizes"),
+    (lambda: ltn.Convolutional(d=4, depth=2, filter_sizes=(0,)), ValueError, r"filter_sizes\[0\]"),
+    (lambda: ltn.FullyConnected(d=4, widths=3), TypeError, "widths"),
+    (lambda: ltn.FullyConnected(d=4, widths=(3, 0)), ValueError, r"widths\[1\]"),
+    (lambda: ltn.TensorNetwork(np.ones(3)), ValueError, "shape"),
+    (lambda: ltn.TensorNetwork(np.full((2, 2), np.nan)), ValueError, "finite"),
+    (lambda: ltn.Odeco(np.eye(3), [np.eye(4)]), ValueError, r"Us\[0\] must have m = 3 columns"),
+    (lambda: ltn.Odeco(np.eye(3), [np.eye(3), 2 * np.eye(3)]), ValueError, r"Us\[1\] must have orthonormal"),
+    (lambda: ltn.Odeco(np.ones(3), [np.eye(3)]), ValueError, "S must have 2 dimensions"),
+    (lambda: ltn.Odeco(np.eye(3), np.eye(3)), TypeError, "Us must be a sequence"),
+    (lambda: ltn.Odeco(np.eye(3) * 1j, [np.eye(3)]), ValueError, "do not define a real network"),
+]
+
+
+@pytest.mark.parametrize("build, error, match", BAD_CONSTRUCTIONS)
+def test_bad_constructor_arguments_raise(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_bad_params_and_inputs_raise():
+    net = ltn.FullyConnected(d=3, widths=(2,))
+    params = random_params(net)
+    with pytest.raises(ValueError, match="2 layers, got 1"):
+        net.beta(params[:1])
+    with pytest.raises(ValueError, match=r"params\[1\] must have shape \(2, 1\)"):
+        net.beta((params[0], params[1].reshape(-1)))
+    with pytest.raises(TypeError, match="tuple of 2 arrays"):
+        net.beta({"a": params[0]})
+    with pytest.raises(TypeError, match=r"params\[0\] must be an array"):
+        net.beta((1.0, params[1]))
+    with pytest.raises(ValueError, match=r"X must have shape \(\.\.\., 3\)"):
+        net.apply(params, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="init kind"):
+        net.init(jax.random.PRNGKey(0), kind="xavier")
+    with pytest.raises(ValueError, match="orthogonally decomposable"):
+        net.init(jax.random.PRNGKey(0), kind="theorem")
+    with pytest.raises(ValueError, match="eta_bar must have shape"):
+        ltn.Diagonal(3, 2).init(jax.random.PRNGKey(0), kind="theorem", eta_bar=np.ones(2))
+    with pytest.raises(ValueError, match="conjugate-symmetric"):
+        ltn.Convolutional(4, 2).init(jax.random.PRNGKey(0), kind="theorem", eta_bar=np.arange(1.0, 5.0))

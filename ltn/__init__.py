@@ -20,3 +20,4 @@ from .networks import (
     Odeco as Odeco,
     TensorNetwork as TensorNetwork,
 )
+from .flow import FlowResult as FlowResult, gradient_descent as gradient_descent, gradient_flow as gradient_flow

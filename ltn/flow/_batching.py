@@ -1,0 +1,36 @@
+"""Input checks and the single-or-batch convention shared by flow and descent."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..networks import Network
+
+
+def as_batch(net: Network, params):
+    """Return `(batch, was_batched)`: params with a leading batch axis on every layer."""
+    params = tuple(params) if isinstance(params, (tuple, list)) else params
+    if not isinstance(params, tuple) or len(params) != net.depth:
+        raise TypeError(f"params0 must be a tuple of {net.depth} arrays (one per layer), or a batch of them")
+    shapes = [tuple(jnp.shape(p)) for p in params]
+    if shapes == list(net.layer_shapes):
+        return tuple(jnp.asarray(p)[None] for p in params), False
+    sizes = {s[0] for s in shapes if len(s) >= 1}
+    if len(sizes) == 1 and all(s[1:] == shape for s, shape in zip(shapes, net.layer_shapes)):
+        return tuple(jnp.asarray(p) for p in params), True
+    raise ValueError(f"params0 must have layer shapes {net.layer_shapes} (or a common leading batch axis), "
+                     f"got {tuple(shapes)}")
+
+
+def check_problem_arrays(net: Network, X, y, task: str):
+    X, y = jnp.asarray(X, dtype=float), jnp.asarray(y, dtype=float)
+    if X.ndim != 2 or X.shape[1] != net.d:
+        raise ValueError(f"X must have shape (n, {net.d}) for this network, got {X.shape}")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+    if not (bool(jnp.all(jnp.isfinite(X))) and bool(jnp.all(jnp.isfinite(y)))):
+        raise ValueError("X and y must be finite (found NaN or inf)")
+    if task == "classification" and not bool(jnp.all((y == 1) | (y == -1))):
+        raise ValueError("classification losses need labels y in {-1, +1}")
+    return X, y

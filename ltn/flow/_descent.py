@@ -1,0 +1,143 @@
+"""Discrete full-batch descent with optax, reporting what `gradient_flow` reports.
+
+GD is the Euler discretisation of the flow and lands at a point a step-size-dependent distance from the flow's
+limit (THEORY §7); running both with the same summaries is how that bias is measured.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..losses import task_of
+from ..networks import Network
+from ._batching import as_batch, check_problem_arrays
+from ._objective import Objective, tree_dot, tree_norm
+from ._result import BUDGET_EXHAUSTED, CONVERGED, NONFINITE, FlowResult, Stats, Trajectory, nonfinite
+
+STEP_SCALINGS = ("none", "loss")
+
+
+def gradient_descent(net: Network, params0, X, y, loss: str = "squared", *, learning_rate: float | None = None,
+                     optimizer: optax.GradientTransformation | None = None, max_steps: int = 100_000,
+                     step_scaling: str = "none", gtol: float = 1e-10, target_log_loss: float | None = None,
+                     target_norm: float | None = None, checkpoints: int = 128) -> FlowResult:
+    """Full-batch descent on `L` (default `optax.sgd(learning_rate)`), inside one `lax.while_loop`.
+
+    `step_scaling="loss"` (classification) steps on `log L`, i.e. uses the step `learning_rate / L`, which keeps
+    making progress after `L` underflows. Stops like `gradient_flow` (steady state for regression, a log-loss or
+    norm target for classification, `max_steps` as the budget); records `checkpoints` summaries at
+    geometrically spaced steps. `final.time` and checkpoint `time` count steps; `log_time` is the log of the
+    equivalent flow time `sum_k step_k` (NaN for a custom optimizer, whose step has no flow-time meaning).
+    A batch of initial params (leading axis) runs under one compile.
+    """
+    task = task_of(loss)
+    if step_scaling not in STEP_SCALINGS:
+        raise ValueError(f"step_scaling must be one of {STEP_SCALINGS}, got {step_scaling!r}")
+    if step_scaling == "loss" and task != "classification":
+        raise ValueError("step_scaling='loss' is for classification losses")
+    if (learning_rate is None) == (optimizer is None):
+        raise ValueError("give exactly one of learning_rate (plain gradient descent) or optimizer (an optax "
+                         "GradientTransformation)")
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    if not (isinstance(max_steps, int) and max_steps >= 1):
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    if not (isinstance(checkpoints, int) and checkpoints >= 2):
+        raise ValueError(f"checkpoints must be an integer >= 2, got {checkpoints!r}")
+    X, y = check_problem_arrays(net, X, y, task)
+    params0, batched = as_batch(net, params0)
+    if task == "classification" and target_log_loss is None and target_norm is None:
+        target_log_loss = -100.0
+    static = (net, loss, max_steps, step_scaling, gtol, target_log_loss, target_norm, checkpoints)
+    if optimizer is None:
+        result = _compiled_descent(*static, None)(params0, X, y, jnp.asarray(learning_rate, dtype=float))
+    else:
+        result = _build_descent(*static, optimizer)(params0, X, y, jnp.nan)
+    return result if batched else jax.tree_util.tree_map(lambda leaf: leaf[0], result)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_descent(*static):
+    return _build_descent(*static)
+
+
+def _build_descent(net, loss, max_steps, step_scaling, gtol, target_log_loss, target_norm, num_checkpoints,
+                   optimizer):
+    objective = Objective(net, loss)
+    regression = objective.task == "regression"
+    depth = net.depth
+    checkpoint_steps = np.unique(np.concatenate(
+        [[0], np.geomspace(1, max_steps, num_checkpoints - 1).round().astype(int)]))
+    # Pad to exactly `num_checkpoints` entries with an unreachable step, so results always have the same shape.
+    checkpoint_steps = np.concatenate([checkpoint_steps, np.full(num_checkpoints - len(checkpoint_steps),
+                                                                 max_steps + 1)])
+    checkpoint_steps = jnp.asarray(checkpoint_steps)
+
+    def descent_value(params, X, y):
+        """What the step follows: L (plain) or log L (loss-scaled)."""
+        if regression or step_scaling == "loss":
+            return objective.value(params, X, y)
+        return jnp.exp(objective.value(params, X, y))
+
+    def solve_one(params0, X, y, learning_rate):
+        opt = optimizer if optimizer is not None else optax.sgd(learning_rate)
+        scale = jnp.linalg.norm(X, 2) * jnp.linalg.norm(y)
+        empty = jax.tree_util.tree_map(lambda leaf: jnp.full((num_checkpoints, *leaf.shape), jnp.inf, leaf.dtype),
+                                       (objective.checkpoint(0, params0, X, y), jnp.zeros(())))
+
+        def stop_code(params, value, grad):
+            if regression:
+                threshold = gtol * scale * jnp.maximum(tree_norm(params), 1e-300) ** (depth - 1)
+                done = jnp.sqrt(tree_dot(grad, grad)) <= threshold
+            else:
+                done = jnp.asarray(False)
+                if target_log_loss is not None:
+                    done = done | (value <= target_log_loss)
+                if target_norm is not None:
+                    done = done | (tree_norm(params) >= target_norm)
+            bad = nonfinite(jax.tree_util.tree_leaves((params, grad))) | ~jnp.isfinite(value)
+            return jnp.where(bad, NONFINITE, jnp.where(done, CONVERGED, -1))
+
+        def cond(carry):
+            step, _, _, _, _, code, _ = carry
+            return (code < 0) & (step < max_steps)
+
+        def body(carry):
+            step, params, opt_state, records, k, _, log_time = carry
+            value_grad = objective.value_and_grad(params, X, y)
+            value, grad = value_grad
+            record = (objective.checkpoint(step, params, X, y, learning_rate, value_grad), log_time)
+            hit = checkpoint_steps[k] == step
+            records = jax.tree_util.tree_map(
+                lambda buffer, new: jnp.where(hit, buffer.at[k].set(new), buffer), records, record)
+            code = stop_code(params, value, grad)
+            descent_grad = grad if (regression or step_scaling == "loss") else \
+                jax.tree_util.tree_map(lambda g: jnp.exp(value) * g, grad)
+            updates, opt_state = opt.update(descent_grad, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            step_size = learning_rate if (regression or step_scaling == "none") else learning_rate * jnp.exp(-value)
+            keep = code < 0  # a finished run keeps the point at which it stopped
+            params = jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old), new_params, params)
+            log_time = jnp.where(keep, jnp.logaddexp(log_time, jnp.log(step_size)), log_time)
+            return step + keep.astype(step.dtype), params, opt_state, records, k + hit, code, log_time
+
+        carry = (jnp.asarray(0), params0, opt.init(params0), empty, jnp.asarray(0), jnp.asarray(-1),
+                 jnp.asarray(-jnp.inf))
+        steps, params, _, records, _, code, log_time = jax.lax.while_loop(cond, body, carry)
+        final = objective.checkpoint(steps, params, X, y, learning_rate)
+        records, record_log_times = records
+        status = jnp.where(code < 0, BUDGET_EXHAUSTED, code)
+        evals = steps + (code >= 0) + 1  # one gradient a step, the stopping point's, the final summary's
+        stats = Stats(steps=steps, accepted_steps=steps, rejected_steps=jnp.zeros_like(steps), grad_evals=evals)
+        return FlowResult(params=params, beta=net.beta(params), status=status, stats=stats, final=final,
+                          final_log_time=log_time, trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
+
+    def solve(params0, X, y, learning_rate):
+        return jax.vmap(solve_one, in_axes=(0, None, None, None))(params0, X, y, learning_rate)
+
+    return jax.jit(solve)

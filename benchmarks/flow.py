@@ -34,7 +34,7 @@ def relative_error(a, b) -> float:
 def largest_stable_step(net, params0, X, y, max_steps):
     """Bisect (on a log scale) the largest step at which GD neither blows up nor ends above its start loss."""
     curvature = float(np.linalg.norm(X, 2) ** 2)
-    low, high = 1e-3 / curvature, 10.0 / curvature
+    low, high = 1e-3 / curvature, 1e3 / curvature
     for _ in range(14):
         step = np.sqrt(low * high)
         result = ltn.gradient_descent(net, params0, X, y, learning_rate=step, max_steps=max_steps)
@@ -108,33 +108,39 @@ def batch_throughput():
               f"{agreement:.1e}.\n")
 
 
-def l1_max_margin_direction(X, y):
-    """argmin ||beta||_1 s.t. y_i x_i^T beta >= 1, as an LP in (beta+, beta-) with HiGHS."""
+def l1_max_margin(X, y):
+    """argmin ||beta||_1 s.t. y_i x_i^T beta >= 1, as an LP in (beta+, beta-) with HiGHS: (unit direction,
+    optimal l1-normalised margin)."""
     n, d = X.shape
     A = -(y[:, None] * X)
     result = scipy.optimize.linprog(np.ones(2 * d), A_ub=np.hstack([A, -A]), b_ub=-np.ones(n),
                                     bounds=[(0, None)] * (2 * d), method="highs")
     assert result.status == 0, result.message
     beta = result.x[:d] - result.x[d:]
-    return beta / np.linalg.norm(beta)
+    return beta / np.linalg.norm(beta), 1 / np.abs(beta).sum()
 
 
 def classification_direction():
-    problem = separable_classification(seed=2, n=10, d=30, margin=0.1, sparsity=3)
+    problem = separable_classification(seed=0, n=10, d=30, margin=0.1)
     net = ltn.Diagonal(d=30, depth=2)
     params0 = net.init(jax.random.PRNGKey(2), scale=0.1)
-    target = l1_max_margin_direction(problem.X, problem.y)
+    target, best_margin = l1_max_margin(problem.X, problem.y)
 
     def direction_error(beta):
         return float(np.linalg.norm(np.asarray(beta) / np.linalg.norm(beta) - target))
 
+    def margin_ratio(beta):
+        beta = np.asarray(beta)
+        return float(np.min(problem.y * (problem.X @ beta)) / np.abs(beta).sum() / best_margin)
+
     rows = []
-    for level in (-10.0, -1e2, -1e3, -1e4):
+    for level in (-10.0, -1e2, -1e3, -1e4, -1e5):
         start = time.perf_counter()
-        flow = ltn.gradient_flow(net, params0, problem.X, problem.y, "exponential", target_log_loss=level)
+        flow = ltn.gradient_flow(net, params0, problem.X, problem.y, "exponential", target_log_loss=level,
+                                 max_steps=1_000_000)
         wall = time.perf_counter() - start
         rows.append([f"flow to log L = {level:g}", int(flow.stats.grad_evals), f"{direction_error(flow.beta):.2e}",
-                     f"{float(flow.final.log_loss):.4g}", f"{wall:.2f} s"])
+                     f"{margin_ratio(flow.beta):.4f}", f"{float(flow.final.log_loss):.4g}", f"{wall:.2f} s"])
     for scaling, rate in (("none", 0.05), ("loss", 0.05)):
         for steps in (1_000, 10_000, 100_000):
             start = time.perf_counter()
@@ -143,11 +149,13 @@ def classification_direction():
             wall = time.perf_counter() - start
             name = "GD, fixed step 0.05" if scaling == "none" else "GD, loss-scaled step 0.05/L"
             rows.append([f"{name}, {steps} steps", int(gd.stats.grad_evals), f"{direction_error(gd.beta):.2e}",
-                         f"{float(gd.final.log_loss):.4g}", f"{wall:.2f} s"])
+                         f"{margin_ratio(gd.beta):.4f}", f"{float(gd.final.log_loss):.4g}", f"{wall:.2f} s"])
     return ("### Classification: direction error to the l1 max-margin solution (Diagonal depth 2, n = 10, d = 30, "
             "exponential loss)\n\n"
-            + markdown_table(["method", "gradient evaluations", "||beta/|beta| - l1 direction||", "log L reached",
-                              "wall (incl. compile)"], rows) + "\n")
+            + markdown_table(["method", "gradient evaluations", "||beta/|beta| - l1 direction||",
+                              "l1 margin / optimum", "log L reached", "wall (incl. compile)"], rows)
+            + "\n\nThe l1-normalised margin approaches the LP optimum and the direction error shrinks, slowly: "
+              "directional convergence is polynomial in the parameter norm (docs/theory.md, section 9).\n")
 
 
 def main(argv=None):

@@ -204,10 +204,7 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         velocity = stacked_vector_field(0.0, params0, args)
         natural_time = jax.vmap(tree_norm)(params0) / jnp.maximum(jax.vmap(tree_norm)(velocity), 1e-300)
         natural_time = jnp.where(jnp.isfinite(natural_time) & (natural_time > 0), natural_time, 1.0)
-        # dtmin ends a run whose vector field turned NaN/inf (every step rejected) after a few dozen tries
-        # instead of max_steps of them; legitimate steps stay many orders of magnitude above it.
-        controller = diffrax.PIDController(rtol=tolerances[0], atol=tolerances[1], norm=_worst_run_rms,
-                                           dtmin=1e-14 * jnp.min(natural_time))
+        controller = diffrax.PIDController(rtol=tolerances[0], atol=tolerances[1], norm=_worst_run_rms)
         t_max = jnp.where(jnp.isnan(tolerances[3]), (1e12 if regression else 1e5) * jnp.max(natural_time),
                           tolerances[3])
         t_first = jnp.minimum(1e-3 * jnp.min(natural_time), t_max / 10)
@@ -228,7 +225,10 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         if regression:
             reached = jax.vmap(lambda p: steady(p, args))(final_params)
         else:
-            reached = jnp.full(batch, sol.result == diffrax.RESULTS.event_occurred)
+            # Judged on the end point, not on the solver's code: at |log L| ~ 1e5 the root finder may report
+            # non-convergence after locating the stop to ~1e-12 relative.
+            slack = 1e-9 * jnp.abs(tolerances[4])
+            reached = (final.log_loss <= tolerances[4] + slack) | (final.param_norm >= tolerances[5] * (1 - 1e-9))
         ended = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.max_steps_reached)
         status = jnp.where(is_broken, NONFINITE, jnp.where(reached, CONVERGED, jnp.where(
             ended | (sol.result == diffrax.RESULTS.event_occurred), BUDGET_EXHAUSTED, SOLVER_FAILED)))

@@ -56,7 +56,7 @@ def regression_flow_vs_descent():
     step = largest_stable_step(net, params0, problem.X, problem.y, max_steps=5_000)
     gd = ltn.gradient_descent(net, params0, problem.X, problem.y, learning_rate=step, max_steps=1_000_000)
     gd_error = relative_error(gd.beta, reference.beta)
-    # GD's bias is linear in the step (THEORY: measured slope ~0.1 per unit step x curvature); the step that
+    # GD's bias is linear in the step (docs/theory.md §9; measured slope ~0.1 per unit step x curvature); the step that
     # brings it under 1e-6 needs proportionally more steps. Run it when affordable, else extrapolate.
     small_step = step * 1e-6 / gd_error * 0.5
     needed_steps_estimate = int(gd.stats.steps * step / small_step)

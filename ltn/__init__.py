@@ -21,3 +21,9 @@ from .networks import (
     TensorNetwork as TensorNetwork,
 )
 from .flow import FlowResult as FlowResult, gradient_descent as gradient_descent, gradient_flow as gradient_flow
+from .theory import (
+    Prediction as Prediction,
+    kkt_residual as kkt_residual,
+    predict as predict,
+    singular_vector_residual as singular_vector_residual,
+)

@@ -1,6 +1,6 @@
 """Losses, each with a log-domain form that never underflows.
 
-The risk is a sum over samples (THEORY §1). Classification runs work with `log L` (a logsumexp), because
+The risk is a sum over samples (docs/theory.md §1). Classification runs work with `log L` (a logsumexp), because
 `L` itself underflows long before the direction of the parameters settles.
 """
 

@@ -1,7 +1,7 @@
 """Discrete full-batch descent with optax, reporting what `gradient_flow` reports.
 
 GD is the Euler discretisation of the flow and lands at a point a step-size-dependent distance from the flow's
-limit (THEORY §7); running both with the same summaries is how that bias is measured.
+limit (docs/theory.md §9); running both with the same summaries is how that bias is measured.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def positive_int(value, name: str, *, minimum: int = 1) -> int:
 
 
 class Network(abc.ABC):
-    """A linear tensor network `f(x; v_1..v_L) = M(x)(v_1, ..., v_L)` (THEORY §2).
+    """A linear tensor network `f(x; v_1..v_L) = M(x)(v_1, ..., v_L)` (docs/theory.md §2).
 
     Subclasses are frozen dataclasses; they define `d`, `depth`, `layer_shapes`, `_beta` and `data_tensor`,
     and `odeco` where the network is orthogonally decomposable.
@@ -129,7 +129,7 @@ class Network(abc.ABC):
         """Initial parameters.
 
         - `"gaussian"`: i.i.d. standard normal entries times `scale`.
-        - `"theorem"` (odeco networks): `U_l^T v_l = scale * eta_bar` for l < L and `U_L^T v_L = 0` (THEORY §5),
+        - `"theorem"` (odeco networks): `U_l^T v_l = scale * eta_bar` for l < L and `U_L^T v_L = 0` (docs/theory.md §7),
           with the part of each layer outside range(U_l) zero; `eta_bar > 0` defaults to all ones.
         """
         if kind == "gaussian":

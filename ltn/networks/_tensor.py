@@ -13,7 +13,7 @@ from ._base import HashableByContent, Network, Params, contract_all, frozen_arra
 @dataclasses.dataclass(frozen=True, eq=False)
 class TensorNetwork(HashableByContent, Network):
     """`f(x; v) = M(x)(v_1, ..., v_L)` with `M(x) = sum_m x_m T[m]` for a real array `T` of shape
-    `(d, k_1, ..., k_L)`. The general case of THEORY §2; every cost is that of reading `T` once."""
+    `(d, k_1, ..., k_L)`. The general case of docs/theory.md §2; every cost is that of reading `T` once."""
 
     T: np.ndarray
     kind = "tensor"

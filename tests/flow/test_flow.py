@@ -24,7 +24,7 @@ def orthonormal(rng, k, m):
 
 
 def conserved_odeco(net, params):
-    """eta_{l,j}^2 - eta_{l+1,j}^2 for every layer pair, with eta_l = U_l^T v_l (THEORY §3)."""
+    """eta_{l,j}^2 - eta_{l+1,j}^2 for every layer pair, with eta_l = U_l^T v_l (docs/theory.md §4)."""
     _, Us = net.odeco
     etas = [U.T @ np.asarray(v).reshape(-1) for U, v in zip(Us, params)]
     return np.stack([etas[l] ** 2 - etas[l + 1] ** 2 for l in range(net.depth - 1)])

@@ -1,4 +1,4 @@
-"""The networks implement the tensor formulation exactly (THEORY §2-3)."""
+"""The networks implement the tensor formulation exactly (docs/theory.md §2-4)."""
 
 import dataclasses
 import string

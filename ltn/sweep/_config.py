@@ -1,0 +1,524 @@
+"""TOML config -> validated, typed experiment specs.
+
+A config file describes one experiment, or several in a list of `[[experiment]]` tables. Top-level keys are
+shared defaults: each experiment table is merged over them, section by section (so a file can hold a regression
+and a classification sweep that share `seeds` and `flow` settings)::
+
+    name = "quickstart"
+    seeds = [0, 1]
+    flow = { rtol = 1e-9 }
+
+    [[experiment]]
+    name = "diagonal-regression"
+    task = "regression"
+    data = { kind = "sparse_gaussian", n = 10, d = 30, sparsity = 3 }
+    network = { kind = "diagonal", depth = [2, 3] }     # a list is a sweep axis
+    init = { kind = "theorem", scale = [0.1, 1.0] }
+
+    [[experiment]]
+    name = "fc-classification"
+    task = "classification"
+    ...
+
+Every problem is reported as a `ConfigError` naming the file, the field and the reason, all problems at once,
+before any compute starts. Only the sections `task`, `data` and `network` are required.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import tomllib
+from typing import Any, Callable
+
+from ..flow import FlowOptions
+
+SECTIONS = ("data", "network", "init", "flow", "check")
+TOP_LEVEL_KEYS = ("name", "description", "task", "loss", "seeds", *SECTIONS)
+TASKS = ("regression", "classification")
+DEFAULT_LOSS = {"regression": "squared", "classification": "exponential"}
+LOSS_TASK = {"squared": "regression", "exponential": "classification", "logistic": "classification"}
+DATA_KINDS = {"sparse_gaussian": "regression", "separable": "classification", "npz": None}
+NETWORK_KINDS = ("diagonal", "fully_connected", "convolutional", "odeco", "tensor")
+ODECO_BASES = ("random", "dft", "identity")
+INIT_KINDS = ("gaussian", "theorem")
+FLOW_SOLVERS = ("auto", "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3")
+SOLVERS = (*FLOW_SOLVERS, "descent")
+DESCENT_OPTIMIZERS = ("sgd", "momentum", "adam")
+STEP_SCALINGS = ("none", "loss")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: every problem found, one per line, each naming file, field and reason."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --- the typed specs --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where X, y come from. `seed` fixes the data: every run of a group shares one problem (the batch axis
+    varies the initialisation only)."""
+
+    kind: str
+    n: int | None = None
+    d: int | None = None
+    sparsity: int | None = None
+    noise: float = 0.0
+    margin: float = 0.1
+    path: str | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """Network family and sizes; the input dimension comes from the data."""
+
+    kind: str
+    depth: int | None = None
+    widths: tuple[int, ...] | None = None  # fully_connected hidden widths
+    filter_sizes: tuple[int, ...] | None = None  # convolutional; None = full length
+    basis: str = "random"  # odeco: random real orthogonal S and U_l, the complex DFT, or the identity
+    seed: int = 0  # odeco random basis
+    path: str | None = None  # tensor: .npz holding M of shape (d, k_1, ..., k_L)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSpec:
+    kind: str = "gaussian"
+    scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverSpec:
+    """Options of `ltn.gradient_flow` (or of `ltn.gradient_descent` when `solver = "descent"`)."""
+
+    solver: str = "auto"
+    rtol: float = FlowOptions.rtol  # the flow's own defaults: one source of truth
+    atol: float = FlowOptions.atol
+    max_steps: int = FlowOptions.max_steps
+    t_max: float | None = None
+    gtol: float = FlowOptions.gtol
+    target_log_loss: float | None = None
+    target_norm: float | None = None
+    checkpoints: int = 64
+    learning_rate: float | None = None
+    optimizer: str | None = None
+    step_scaling: str = "none"
+
+    def flow_options(self) -> dict:
+        names = ("solver", "rtol", "atol", "max_steps", "t_max", "gtol", "target_log_loss", "target_norm",
+                 "checkpoints")
+        return {name: getattr(self, name) for name in names}
+
+    def descent_options(self) -> dict:
+        names = ("learning_rate", "optimizer", "max_steps", "step_scaling", "gtol", "target_log_loss",
+                 "target_norm", "checkpoints")
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckSpec:
+    """Tolerances of the theory check: regression `||beta - beta_pred|| / ||beta_pred|| <= tolerance`;
+    classification `cosine(beta, beta_pred) >= cosine` and, when `certificate` is set, certificate residual
+    (KKT or singular-vector) `<= certificate`. Without `certificate` the residual is reported, not judged:
+    at a finite flow time it is dominated by coordinates still decaying on the slow (logarithmic) approach."""
+
+    enabled: bool = True
+    tolerance: float = 1e-6
+    cosine: float = 0.999
+    certificate: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved run: every sweep axis fixed, plus the seed of the initialisation."""
+
+    experiment: str
+    task: str
+    loss: str
+    data: DataSpec
+    network: NetworkSpec
+    init: InitSpec
+    solver: SolverSpec
+    check: CheckSpec
+    seed: int
+    base_dir: str = "."  # the config file's folder: relative data paths resolve against it
+
+    def group_key(self) -> "RunSpec":
+        """Everything static for the solver: equal keys share one compiled, vmapped solve."""
+        return dataclasses.replace(self, seed=0, init=dataclasses.replace(self.init, scale=0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    """One experiment of a config file, validated, with its sweep axes still unexpanded.
+
+    `axes` maps a dotted field (e.g. `"network.depth"`) to its tuple of values; `base` holds every field with
+    a single value (sections as dicts). `grid.expand` turns it into `RunSpec`s."""
+
+    name: str
+    source: str
+    base: dict
+    axes: tuple[tuple[str, tuple], ...]
+    seeds: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A whole config file: its experiments and the raw TOML (kept for the manifest)."""
+
+    source: str
+    name: str
+    experiments: tuple[ExperimentSpec, ...]
+    raw: dict
+
+
+# --- field schemas ------------------------------------------------------------------------------------------
+
+_REQUIRED = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    kind: str  # "int", "float", "str", "bool", "int_list", "int_or_list"
+    default: Any = None
+    choices: tuple | None = None
+    minimum: float | None = None
+    positive: bool = False
+    sweep: bool = True
+
+
+_SCHEMA: dict[str, dict[str, _Field]] = {
+    "data": {
+        "kind": _Field("str", _REQUIRED, choices=tuple(DATA_KINDS), sweep=False),
+        "n": _Field("int", None, minimum=1),
+        "d": _Field("int", None, minimum=1),
+        "sparsity": _Field("int", None, minimum=1),
+        "noise": _Field("float", 0.0, minimum=0.0),
+        "margin": _Field("float", 0.1, positive=True),
+        "path": _Field("str", None),
+        "seed": _Field("int", 0, minimum=0),
+    },
+    "network": {
+        "kind": _Field("str", _REQUIRED, choices=NETWORK_KINDS, sweep=False),
+        "depth": _Field("int", None, minimum=1),
+        "widths": _Field("int_list", None),
+        "width": _Field("int", None, minimum=1),
+        "filter_size": _Field("int_or_list", None),
+        "basis": _Field("str", "random", choices=ODECO_BASES),
+        "seed": _Field("int", 0, minimum=0),
+        "path": _Field("str", None),
+    },
+    "init": {
+        "kind": _Field("str", "gaussian", choices=INIT_KINDS),
+        "scale": _Field("float", 1.0, positive=True),
+    },
+    "flow": {
+        "solver": _Field("str", "auto", choices=SOLVERS),
+        "rtol": _Field("float", SolverSpec.rtol, positive=True),
+        "atol": _Field("float", SolverSpec.atol, positive=True),
+        "max_steps": _Field("int", SolverSpec.max_steps, minimum=1),
+        "t_max": _Field("float", None, positive=True),
+        "gtol": _Field("float", SolverSpec.gtol, positive=True),
+        "target_log_loss": _Field("float", None),
+        "target_norm": _Field("float", None, positive=True),
+        "checkpoints": _Field("int", SolverSpec.checkpoints, minimum=2),
+        "learning_rate": _Field("float", None, positive=True),
+        "optimizer": _Field("str", None, choices=DESCENT_OPTIMIZERS),
+        "step_scaling": _Field("str", "none", choices=STEP_SCALINGS),
+    },
+    "check": {
+        "enabled": _Field("bool", True, sweep=False),
+        "tolerance": _Field("float", CheckSpec.tolerance, positive=True),
+        "cosine": _Field("float", CheckSpec.cosine, minimum=-1.0),
+        "certificate": _Field("float", None, positive=True),
+    },
+}
+# Which data/network keys each kind uses (a key set for another kind is a mistake worth reporting).
+_DATA_KEYS = {"sparse_gaussian": {"n", "d", "sparsity", "noise", "seed"}, "separable": {"n", "d", "margin",
+              "sparsity", "seed"}, "npz": {"path"}}
+_DATA_REQUIRED = {"sparse_gaussian": ("n", "d"), "separable": ("n", "d"), "npz": ("path",)}
+_NETWORK_KEYS = {"diagonal": {"depth"}, "fully_connected": {"depth", "widths", "width"},
+                 "convolutional": {"depth", "filter_size"}, "odeco": {"depth", "basis", "seed"},
+                 "tensor": {"path"}}
+_DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
+_FLOW_ONLY = ("rtol", "atol", "t_max")
+
+
+def _did_you_mean(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(options))})"
+
+
+class _Problems:
+    """Collects problems so that `ltn validate` reports all of them at once."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, where: str, reason: str) -> None:
+        self.items.append(f"{self.source}: {where}: {reason}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError(self.items)
+
+
+def _check_scalar(value, field: _Field, where: str, problems: _Problems) -> Any:
+    """The value converted to its field type, or None after recording why it cannot be."""
+    kind = field.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            problems.add(where, f"must be true or false, got {value!r}")
+            return None
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            problems.add(where, f"must be a string, got {value!r}")
+            return None
+        if field.choices is not None and value not in field.choices:
+            problems.add(where, f"must be one of {list(field.choices)}, got {value!r}"
+                         + _did_you_mean(value, field.choices).replace(" (known", " (choices"))
+            return None
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.add(where, f"must be an integer, got {value!r}")
+            return None
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.add(where, f"must be a number, got {value!r}")
+            return None
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            problems.add(where, f"must be finite, got {value!r}")
+            return None
+    elif kind in ("int_list", "int_or_list"):
+        items = value if isinstance(value, list) else [value]
+        if kind == "int_list" and not isinstance(value, list):
+            problems.add(where, f"must be a list of integers, got {value!r}")
+            return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items):
+            problems.add(where, f"must hold positive integers, got {value!r}")
+            return None
+        return tuple(items) if isinstance(value, list) else value
+    if field.positive and not value > 0:
+        problems.add(where, f"must be positive, got {value!r}")
+        return None
+    if field.minimum is not None and value < field.minimum:
+        problems.add(where, f"must be >= {field.minimum:g}, got {value!r}")
+        return None
+    return value
+
+
+def _is_axis(value, field: _Field) -> bool:
+    """A list is a sweep axis, except for list-valued fields, where a list of lists is."""
+    if not isinstance(value, list):
+        return False
+    if field.kind == "int_list":
+        return bool(value) and all(isinstance(v, list) for v in value)
+    if field.kind == "int_or_list":
+        return bool(value) and all(isinstance(v, list) for v in value)
+    return True
+
+
+def _check_section(name: str, table, where: str, problems: _Problems, axes: dict, out: dict) -> None:
+    schema = _SCHEMA[name]
+    if not isinstance(table, dict):
+        problems.add(where, f"must be a table (e.g. {name} = {{ kind = ... }}), got {table!r}")
+        return
+    for key, value in table.items():
+        field_where = f"{where}.{key}"
+        if key not in schema:
+            problems.add(field_where, f"unknown key{_did_you_mean(key, schema)}")
+            continue
+        field = schema[key]
+        if _is_axis(value, field):
+            if not field.sweep:
+                problems.add(field_where, "cannot be a sweep axis (give one value)")
+                continue
+            if not value:
+                problems.add(field_where, "an empty list sweeps over nothing")
+                continue
+            checked = [_check_scalar(v, field, f"{field_where}[{i}]", problems) for i, v in enumerate(value)]
+            if any(c is None for c in checked):
+                continue
+            if len(set(checked)) != len(checked):
+                problems.add(field_where, f"a sweep axis must not repeat values, got {value!r}")
+                continue
+            axes[f"{name}.{key}"] = tuple(checked)
+        else:
+            checked = _check_scalar(value, field, field_where, problems)
+            if checked is not None:
+                out[key] = checked
+
+
+def _parse_seeds(value, where: str, problems: _Problems) -> tuple[int, ...] | None:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        problems.add(where, f"must be a non-negative integer or a non-empty list of them, got {value!r}")
+        return None
+    if len(set(values)) != len(values):
+        problems.add(where, f"must not repeat seeds, got {value!r}")
+        return None
+    return tuple(values)
+
+
+def _merge(defaults: dict, table: dict) -> dict:
+    merged = copy.deepcopy({k: v for k, v in defaults.items() if k != "experiment"})
+    for key, value in table.items():
+        if key in SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _parse_experiment(table: dict, where: str, source: str, index: int, problems: _Problems
+                      ) -> ExperimentSpec | None:
+    prefix = f"{where}." if where else ""
+    before = len(problems.items)
+    for key in table:
+        if key not in TOP_LEVEL_KEYS:
+            problems.add(f"{prefix}{key}", f"unknown key{_did_you_mean(key, TOP_LEVEL_KEYS)}")
+    for required in ("task", "data", "network"):
+        if required not in table:
+            problems.add(f"{prefix}{required}", "is required")
+    task = table.get("task")
+    if "task" in table and task not in TASKS:
+        problems.add(f"{prefix}task", f"must be one of {list(TASKS)}, got {task!r}")
+        task = None
+    name = table.get("name", f"experiment{index}")
+    if not isinstance(name, str) or not name:
+        problems.add(f"{prefix}name", f"must be a non-empty string, got {name!r}")
+        name = f"experiment{index}"
+    loss = table.get("loss", DEFAULT_LOSS.get(task))
+    if loss is not None and loss not in LOSS_TASK:
+        problems.add(f"{prefix}loss", f"must be one of {list(LOSS_TASK)}, got {loss!r}")
+        loss = None
+    elif task is not None and loss is not None and LOSS_TASK[loss] != task:
+        problems.add(f"{prefix}loss", f"loss {loss!r} is a {LOSS_TASK[loss]} loss, but task is {task!r} "
+                     f"(use {DEFAULT_LOSS[task]!r})")
+    seeds = _parse_seeds(table.get("seeds", 0), f"{prefix}seeds", problems)
+    if "description" in table and not isinstance(table["description"], str):
+        problems.add(f"{prefix}description", "must be a string")
+
+    axes: dict[str, tuple] = {}
+    sections: dict[str, dict] = {}
+    for section in SECTIONS:
+        values: dict = {}
+        if section in table:
+            _check_section(section, table[section], f"{prefix}{section}", problems, axes, values)
+        sections[section] = values
+    if len(problems.items) > before:
+        return None
+    base = {"name": name, "task": task, "loss": loss, **sections}
+    return ExperimentSpec(name=name, source=source, base=base, axes=tuple(axes.items()), seeds=seeds)
+
+
+def parse_config(raw: dict, source: str = "<config>") -> SweepSpec:
+    """Validate the structure and field types of a parsed TOML document (no data or network is built yet:
+    `validate` does the cross-field and data checks)."""
+    problems = _Problems(source)
+    experiments = []
+    if "experiment" in raw:
+        tables = raw["experiment"]
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            problems.add("experiment", "must be a list of tables ([[experiment]] sections)")
+            problems.raise_if_any()
+        for key in raw:
+            if key != "experiment" and key not in TOP_LEVEL_KEYS:
+                problems.add(key, f"unknown key{_did_you_mean(key, (*TOP_LEVEL_KEYS, 'experiment'))}")
+        for i, table in enumerate(tables):
+            spec = _parse_experiment(_merge(raw, table), f"experiment[{i}]", source, i, problems)
+            if spec is not None:
+                experiments.append(spec)
+        names = [e.name for e in experiments]
+        for duplicate in sorted({n for n in names if names.count(n) > 1}):
+            problems.add("experiment", f"two experiments are named {duplicate!r}; names must be unique")
+    else:
+        spec = _parse_experiment(raw, "", source, 0, problems)
+        if spec is not None:
+            experiments.append(spec)
+    problems.raise_if_any()
+    name = raw.get("name", experiments[0].name) if isinstance(raw.get("name"), str) else experiments[0].name
+    return SweepSpec(source=source, name=name, experiments=tuple(experiments), raw=raw)
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """`"flow.rtol=1e-6"` -> (["flow", "rtol"], 1e-6): the value is read as TOML (so `[1, 2]` is a list and
+    `true` a bool), falling back to a plain string."""
+    if "=" not in assignment:
+        raise ConfigError([f"--set {assignment}: expected key=value (e.g. flow.rtol=1e-6)"])
+    key, text = assignment.split("=", 1)
+    key, text = key.strip(), text.strip()
+    if not key:
+        raise ConfigError([f"--set {assignment}: empty key"])
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in the raw document; with `[[experiment]]` tables a section key is set in every
+    experiment that defines that section (and in the shared defaults), so it wins everywhere."""
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        path, value = parse_override(assignment)
+        targets = [raw]
+        if isinstance(raw.get("experiment"), list) and path[0] != "experiment":
+            # A top-level key (e.g. seeds) wins in every experiment, except the name, which must stay unique.
+            targets += [t for t in raw["experiment"] if isinstance(t, dict)
+                        and ((len(path) == 1 and path[0] != "name") or path[0] in t)]
+        for target in targets:
+            node = target
+            for part in path[:-1]:
+                if part.isdigit() and isinstance(node, list):
+                    node = node[int(part)]
+                    continue
+                child = node.setdefault(part, {})
+                if not isinstance(child, (dict, list)):
+                    raise ConfigError([f"--set {assignment}: {part!r} is not a table"])
+                node = child
+            node[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> SweepSpec:
+    """Read and validate a TOML config file (structure, types, cross-field rules and data), raising one
+    `ConfigError` that lists every problem."""
+    from ._grid import validate  # late import: grid builds on the specs defined here
+
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: file not found"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{source}: not valid TOML: {error}"]) from None
+    return validate(parse_config(apply_overrides(raw, overrides or []), source))
+
+
+def loads_config(text: str, source: str = "<string>", overrides: list[str] | None = None) -> SweepSpec:
+    """`load_config` for TOML text (relative paths resolve against the working directory)."""
+    from ._grid import validate
+
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{source}: not valid TOML: {error}"]) from None
+    return validate(parse_config(apply_overrides(raw, overrides or []), source))
+
+
+Validator = Callable[[RunSpec], None]

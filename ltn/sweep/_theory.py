@@ -1,0 +1,264 @@
+"""The theory check of one finished run: prediction, distance to it, certificate residual, verdict.
+
+Talks to `ltn.theory` through a narrow adapter (`predict`, `kkt_residual`, `singular_vector_residual`): the
+sweep only needs a predicted `beta`, its name, whether it is exact, and a residual. Anything the theory raises
+for one run is recorded in that run's row (`check_error`), never allowed to end the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import numpy as np
+
+from ..networks import Network
+from ._config import RunSpec
+
+# check_kind values: what the verdict rests on.
+EXACT = "exact"  # regression: the flow's limit itself is predicted; passes on relative error
+LIMIT = "limit"  # regression: only a limit in the initial scale is predicted; reported, not judged
+DIRECTION = "direction"  # classification: predicted direction plus certificate
+CERTIFICATE = "certificate"  # classification without a closed prediction: the certificate alone decides
+UNAVAILABLE = "unavailable"  # no prediction could be made (see check_error)
+DISABLED = "disabled"
+
+
+def _theory():
+    try:
+        from .. import theory
+    except ImportError:
+        return None
+    return theory if hasattr(theory, "predict") else None
+
+
+def _complex_odeco(net: Network) -> bool:
+    decomposition = net.odeco
+    return decomposition is not None and (np.iscomplexobj(decomposition[0])
+                                          or any(np.iscomplexobj(U) for U in decomposition[1]))
+
+
+def real_odeco(net: Network) -> Network | None:
+    """`net` as a real `Odeco` when its decomposition is stored complex but has no imaginary part (the DFT of
+    length d <= 2, e.g. a full-length convolution on R^2: docs/theory.md §4); the same data tensor, so the
+    same parameters. None otherwise."""
+    decomposition = net.odeco
+    if decomposition is None or not _complex_odeco(net):
+        return None
+    S, Us = decomposition
+    if any(np.max(np.abs(np.imag(np.asarray(a)))) > 1e-12 * max(np.max(np.abs(np.asarray(a))), 1.0)
+           for a in (S, *Us)):
+        return None
+    from ..networks import Odeco
+
+    return Odeco(np.real(np.asarray(S)), tuple(np.real(np.asarray(U)) for U in Us))
+
+
+def check_supported(net: Network, run: RunSpec) -> str | None:
+    """Why the theory check cannot take this run (None when it can): decided before any compute."""
+    if run.task == "regression" and _complex_odeco(net) and run.init.kind == "theorem" and real_odeco(net) is None:
+        return ("the regression prediction for the theorem initialisation (docs/theory.md §7) needs a real odeco "
+                f"decomposition, and {net!r} is odeco over C only (full-length convolution or a DFT basis); "
+                "use partial filters (network.filter_size < d), a real basis, or check = { enabled = false }")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOutcome:
+    prediction: str = ""
+    check_kind: str = UNAVAILABLE
+    exact: bool | None = None
+    cosine: float = float("nan")
+    relative_error: float = float("nan")
+    certificate: float = float("nan")
+    certificate_name: str = ""
+    passed: bool = False
+    reason: str = ""
+    check_error: str = ""
+    predicted_beta: np.ndarray | None = None
+    limits: dict = dataclasses.field(default_factory=dict)  # regression: the alpha -> 0 / inf limit columns
+
+    def columns(self) -> dict:
+        return {"prediction": self.prediction, "check_kind": self.check_kind, "prediction_exact": self.exact,
+                "cosine": self.cosine, "relative_error": self.relative_error, "certificate": self.certificate,
+                "certificate_name": self.certificate_name, "passed": self.passed, "reason": self.reason,
+                "check_error": self.check_error, **{c: self.limits.get(c, LIMIT_DEFAULTS[c]) for c in LIMIT_COLUMNS}}
+
+
+# Regression only (docs/theory.md §7-8): where the end point sits between the two limits in the initial scale.
+# `limit_small` / `limit_large` name them; `distance_limit_*` is ||beta - limit|| / ||limit||; `test_error` is
+# ||beta - beta*||^2 / ||beta*||^2 when the data have a generating beta* (the population error for isotropic x,
+# relative; Woodworth et al. 2020).
+LIMIT_COLUMNS = ("limit_small", "distance_limit_small", "limit_large", "distance_limit_large", "test_error")
+LIMIT_DEFAULTS = {"limit_small": "", "distance_limit_small": float("nan"), "limit_large": "",
+                  "distance_limit_large": float("nan"), "test_error": float("nan")}
+
+
+def l1_interpolant(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """argmin ||rho||_1 s.t. Z rho = y, an LP in (rho+, rho-) solved by HiGHS."""
+    import scipy.optimize
+
+    m = Z.shape[1]
+    result = scipy.optimize.linprog(np.ones(2 * m), A_eq=np.hstack([Z, -Z]), b_eq=y, bounds=[(0, None)] * (2 * m),
+                                    method="highs")
+    if result.status != 0:
+        raise RuntimeError(f"l1 interpolant LP: {result.message}")
+    return result.x[:m] - result.x[m:]
+
+
+def scale_limits(net: Network, run: RunSpec, params0, X, y) -> dict[str, tuple[str, np.ndarray]]:
+    """The alpha -> 0 and alpha -> inf limits of a regression run, as `{"small"|"large": (name, beta)}`.
+
+    Real odeco networks with the theorem initialisation (eta_bar = 1, so the weights are 1): the l1 (alpha -> 0)
+    and l2 (alpha -> inf) interpolants of rho in z = S x, mapped to beta = S^T rho (docs/theory.md §7).
+    Fully connected: the minimum-l2 interpolant (alpha -> 0) and the linearised flow at this init (alpha -> inf,
+    §8). Other networks: the linearised flow only."""
+    theory = _theory()
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+    odeco = real_odeco(net) or (net if net.odeco is not None and not _complex_odeco(net) else None)
+    if odeco is not None and run.init.kind == "theorem":
+        S = np.asarray(odeco.odeco[0], dtype=float)
+        Z = X @ S.T
+        suffix = "" if S.shape[0] == S.shape[1] and np.array_equal(S, np.eye(S.shape[0])) else " of S x"
+        out["small"] = (f"min l1{suffix} (alpha->0)", S.T @ l1_interpolant(Z, y))
+        out["large"] = (f"min l2{suffix} (alpha->inf)", S.T @ np.linalg.lstsq(Z, y, rcond=None)[0])
+        return out
+    from ..networks import FullyConnected
+
+    if theory is None:
+        return out
+    if isinstance(net, FullyConnected) and net.depth > 1:
+        out["small"] = ("min l2 (alpha->0)", np.asarray(theory.min_norm_interpolant(X, y)))
+    if net.depth > 1:
+        out["large"] = ("lazy (alpha->inf)", np.asarray(theory.lazy_limit(net, X, y, params0)))
+    return out
+
+
+def limit_columns(net: Network, run: RunSpec, params0, beta, X, y) -> dict:
+    """The LIMIT_COLUMNS of one regression run (NaN where a limit does not apply)."""
+    from ._build import build_problem
+
+    columns: dict = {}
+    beta = np.asarray(beta, dtype=float)
+    for which, (name, limit) in scale_limits(net, run, params0, X, y).items():
+        columns[f"limit_{which}"] = name
+        columns[f"distance_limit_{which}"] = float(np.linalg.norm(beta - limit) / max(np.linalg.norm(limit), 1e-300))
+    beta_star = build_problem(run.data, run.task, run.base_dir).beta_star
+    if beta_star is not None and np.linalg.norm(beta_star) > 0:
+        columns["test_error"] = float(np.sum((beta - beta_star) ** 2) / np.sum(beta_star**2))
+    return columns
+
+
+def _call(function, *args, **kwargs):
+    """Call with only the keyword arguments the function accepts (the theory API may still be settling)."""
+    parameters = inspect.signature(function).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
+    return function(*args, **kwargs)
+
+
+def _scalar(value) -> float:
+    """A residual as a float: theory may return a number or a small record with a `residual` field."""
+    for name in ("residual", "value", "total"):
+        if hasattr(value, name):
+            value = getattr(value, name)
+            break
+    if isinstance(value, dict):
+        value = value.get("residual", value.get("total", next(iter(value.values()))))
+    return float(np.asarray(value))
+
+
+def certificate_residual(net: Network, run: RunSpec, params, X, y) -> tuple[float, str]:
+    """KKT residual (odeco nets, classification) or singular-vector residual (any net, classification)."""
+    theory = _theory()
+    if run.task != "classification" or theory is None:
+        return float("nan"), ""
+    if net.odeco is not None and hasattr(theory, "kkt_residual"):
+        return _scalar(theory.kkt_residual(net, X, y, params)), "kkt"
+    if hasattr(theory, "singular_vector_residual"):
+        return _scalar(theory.singular_vector_residual(net, params, X, y)), "singular_vector"
+    return float("nan"), ""
+
+
+def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X, y) -> CheckOutcome:
+    """Compare one run's final `beta` with the theory's prediction and decide pass/fail with the config's
+    tolerances. A run that did not converge fails, whatever its distance to the prediction."""
+    converged = status == "converged"
+    if not run.check.enabled:
+        return CheckOutcome(check_kind=DISABLED, passed=converged,
+                            reason="" if converged else f"status {status}")
+    theory = _theory()
+    if theory is None:
+        return CheckOutcome(reason="ltn.theory is not available", check_error="ltn.theory is not available")
+    beta = np.asarray(beta)
+    classification = run.task == "classification"
+    # Odeco classification with L > 2: the theory finds a KKT point near `start` (the flow's end point).
+    local = classification and net.odeco is not None and net.depth > 2
+    limits: dict = {}
+    if not classification:
+        try:
+            limits = limit_columns(net, run, params0, beta, X, y)
+        except Exception as error:  # noqa: BLE001 - a measurement, never the verdict
+            limits = {"limit_small": f"error: {type(error).__name__}: {error}"}
+        net = real_odeco(net) or net  # a complex-stored but real decomposition gets the exact prediction
+    try:
+        if classification:
+            prediction = _call(theory.predict, net, X, y, loss=run.loss, start=params if local else None)
+        else:
+            prediction = _call(theory.predict, net, X, y, loss=run.loss, init=params0)
+    except Exception as error:  # noqa: BLE001 - recorded in the row; the sweep goes on
+        return CheckOutcome(reason="no prediction", check_error=f"{type(error).__name__}: {error}", limits=limits)
+    name, exact = str(prediction.name), bool(getattr(prediction, "exact", False))
+    if prediction.beta is None:  # no closed prediction (e.g. partial convolutions): the certificate decides
+        return _certificate_only(net, run, params, X, y, status, name)
+    predicted = np.real(np.asarray(prediction.beta, dtype=complex)).astype(float)
+    beta_norm, predicted_norm = np.linalg.norm(beta), np.linalg.norm(predicted)
+    cosine = float(beta @ predicted / (beta_norm * predicted_norm)) if beta_norm > 0 and predicted_norm > 0 \
+        else float("nan")
+    try:
+        certificate, certificate_name = certificate_residual(net, run, params, X, y)
+        certificate_error = ""
+    except Exception as error:  # noqa: BLE001
+        certificate, certificate_name = float("nan"), ""
+        certificate_error = f"certificate: {type(error).__name__}: {error}"
+    reasons = [] if converged else [f"status {status}"]
+    if run.task == "regression":
+        relative_error = float(np.linalg.norm(beta - predicted) / max(predicted_norm, 1e-300))
+        if exact:
+            kind = EXACT
+            if not relative_error <= run.check.tolerance:
+                reasons.append(f"relative error {relative_error:.2e} > tolerance {run.check.tolerance:.0e}")
+        else:
+            kind = LIMIT  # a limit in the initial scale: the distance is a measurement, not a verdict
+    else:
+        kind = DIRECTION
+        direction = predicted / predicted_norm if predicted_norm > 0 else predicted
+        relative_error = float(np.linalg.norm(beta / max(beta_norm, 1e-300) - direction))
+        if not cosine >= run.check.cosine:
+            reasons.append(f"cosine {cosine:.6f} < {run.check.cosine}")
+        if run.check.certificate is not None:
+            if not certificate_name:
+                reasons.append("no certificate")
+            elif not certificate <= run.check.certificate:
+                reasons.append(f"{certificate_name} residual {certificate:.2e} > {run.check.certificate:.0e}")
+    return CheckOutcome(prediction=name, check_kind=kind + ("" if exact or kind == LIMIT else " (stationary point)"),
+                        exact=exact, cosine=cosine,
+                        relative_error=relative_error, certificate=certificate, certificate_name=certificate_name,
+                        passed=not reasons, reason="; ".join(reasons), check_error=certificate_error,
+                        predicted_beta=predicted, limits=limits)
+
+
+def _certificate_only(net, run, params, X, y, status, name) -> CheckOutcome:
+    reasons = [] if status == "converged" else [f"status {status}"]
+    try:
+        certificate, certificate_name = certificate_residual(net, run, params, X, y)
+    except Exception as error:  # noqa: BLE001
+        return CheckOutcome(prediction=name, check_kind=CERTIFICATE, reason="no certificate",
+                            check_error=f"certificate: {type(error).__name__}: {error}")
+    if run.check.certificate is None:
+        reasons.append("no closed prediction: set check.certificate to judge the certificate")
+    elif not certificate <= run.check.certificate:
+        reasons.append(f"{certificate_name} residual {certificate:.2e} > {run.check.certificate:.0e}")
+    return CheckOutcome(prediction=name, check_kind=CERTIFICATE, exact=False, certificate=certificate,
+                        certificate_name=certificate_name, passed=not reasons, reason="; ".join(reasons))

@@ -1,0 +1,161 @@
+"""Config validation (every class of error, reported before compute), grid expansion and grouping."""
+
+import numpy as np
+import pytest
+
+from ltn.sweep import ConfigError, expand, group_runs, load_config, loads_config, run_id
+from ltn.sweep._config import apply_overrides
+
+BASE = """
+task = "regression"
+data = { kind = "sparse_gaussian", n = 4, d = 8 }
+network = { kind = "diagonal", depth = 2 }
+"""
+
+
+def errors(text, tmp_path, name="config.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert all(line.startswith(str(path)) for line in message.splitlines()), message
+    return message
+
+
+def test_defaults_fill_every_optional_section():
+    (run,) = expand(loads_config(BASE))
+    assert run.loss == "squared" and run.seed == 0
+    assert run.init.kind == "gaussian" and run.init.scale == 1.0
+    assert run.solver.solver == "auto" and run.check.enabled and run.data.sparsity == 3
+
+
+def test_unknown_keys_suggest_the_right_one(tmp_path):
+    message = errors(BASE.replace("depth = 2", "depht = 2") + "chek = {}\n", tmp_path)
+    assert "network.depht: unknown key (did you mean 'depth'?)" in message
+    assert "chek: unknown key (did you mean 'check'?)" in message
+
+
+def test_wrong_types_and_values_name_the_field(tmp_path):
+    message = errors(BASE.replace("depth = 2", 'depth = "2"') + 'flow = { rtol = -1.0, solver = "tsit" }\n',
+                     tmp_path)
+    assert "network.depth: must be an integer" in message
+    assert "flow.rtol: must be positive" in message
+    assert "did you mean 'tsit5'" in message
+
+
+def test_missing_required_sections(tmp_path):
+    message = errors('seeds = [0]\n', tmp_path)
+    for field in ("task", "data", "network"):
+        assert f"{field}: is required" in message
+
+
+@pytest.mark.parametrize("text, needle", [
+    (BASE.replace("n = 4", "n = 8"), "n < d"),
+    (BASE.replace('"regression"', '"classification"'), "generates regression data"),
+    (BASE + 'loss = "logistic"\n', "is a classification loss"),
+    (BASE.replace('"diagonal", depth = 2', '"fully_connected", depth = 2') + 'init = { kind = "theorem" }\n',
+     "'theorem' needs an orthogonally decomposable network"),
+    (BASE.replace('"diagonal", depth = 2', '"convolutional", depth = 2, filter_size = 3')
+     + 'init = { kind = "theorem" }\n', "'theorem' needs an orthogonally decomposable network"),
+    (BASE.replace('"diagonal", depth = 2', '"convolutional", depth = 2') + 'init = { kind = "theorem" }\n',
+     "odeco over C only"),
+    (BASE.replace('"diagonal", depth = 2', '"odeco", depth = 2, basis = "dft"') + 'init = { kind = "theorem" }\n',
+     "odeco over C only"),
+    (BASE + 'flow = { learning_rate = 0.1 }\n', "set solver = 'descent'"),
+    (BASE + 'flow = { target_norm = 10.0 }\n', "classification stop"),
+    (BASE.replace("d = 8 }", "d = 8, margin = 0.2 }"), "not used by data kind 'sparse_gaussian'"),
+    (BASE.replace('"diagonal", depth = 2', '"fully_connected", widths = [3], depth = 3'), "disagrees with widths"),
+    (BASE + "seeds = [1, 1]\n", "must not repeat seeds"),
+    (BASE.replace("depth = 2", "depth = []"), "empty list"),
+])
+def test_impossible_combinations(tmp_path, text, needle):
+    assert needle in errors(text, tmp_path)
+
+
+def test_non_separable_npz_is_rejected_before_compute(tmp_path):
+    X = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    np.savez(tmp_path / "bad.npz", X=X, y=np.array([1.0, -1.0, 1.0]))
+    text = ('task = "classification"\ndata = { kind = "npz", path = "bad.npz" }\n'
+            'network = { kind = "diagonal", depth = 2 }\n')
+    assert "not linearly separable" in errors(text, tmp_path)
+
+
+def test_npz_paths_resolve_against_the_config_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", X=rng.standard_normal((3, 6)), y=rng.standard_normal(3))
+    (tmp_path / "c.toml").write_text('task = "regression"\ndata = { kind = "npz", path = "data.npz" }\n'
+                                     'network = { kind = "diagonal" }\n')
+    (run,) = expand(load_config(tmp_path / "c.toml"))
+    assert run.data.path == "data.npz" and run.base_dir == str(tmp_path)
+
+
+def test_lists_are_axes_and_seeds_times_scales_form_one_group():
+    text = BASE.replace("depth = 2", "depth = [2, 3]") + "seeds = [0, 1, 2]\ninit = { scale = [0.1, 1.0] }\n"
+    runs = expand(loads_config(text))
+    assert len(runs) == 2 * 3 * 2
+    groups = group_runs(runs)
+    assert [len(g) for g in groups] == [6, 6]
+    assert {r.network.depth for r in groups[0]} == {2}
+    assert groups[0][0].init.scale == 1.0  # stiffest member first: solver="auto" decides from it
+    assert len({run_id(r) for r in runs}) == len(runs)
+
+
+def test_list_valued_fields_sweep_only_as_lists_of_lists():
+    text = BASE.replace('"diagonal", depth = 2', '"fully_connected", widths = [[4], [4, 4]]')
+    runs = expand(loads_config(text))
+    assert [r.network.widths for r in runs] == [(4,), (4, 4)]
+    (run,) = expand(loads_config(BASE.replace('"diagonal", depth = 2', '"fully_connected", widths = [4, 5]')))
+    assert run.network.widths == (4, 5) and run.network.depth == 3
+
+
+def test_experiments_merge_over_shared_defaults_and_must_have_unique_names(tmp_path):
+    text = """seeds = [0, 1]
+flow = { rtol = 1e-6 }
+[[experiment]]
+name = "a"
+task = "regression"
+data = { kind = "sparse_gaussian", n = 4, d = 8 }
+network = { kind = "diagonal" }
+flow = { atol = 1e-9 }
+[[experiment]]
+name = "b"
+task = "classification"
+data = { kind = "separable", n = 4, d = 8 }
+network = { kind = "fully_connected", widths = [3] }
+"""
+    runs = expand(loads_config(text))
+    assert len(runs) == 4
+    a = [r for r in runs if r.experiment == "a"][0]
+    assert a.solver.rtol == 1e-6 and a.solver.atol == 1e-9
+    assert [r for r in runs if r.experiment == "b"][0].loss == "exponential"
+    assert "two experiments are named 'a'" in errors(text.replace('name = "b"', 'name = "a"'), tmp_path)
+
+
+def test_overrides_reach_every_experiment():
+    raw = {"seeds": [0], "experiment": [{"flow": {"rtol": 1.0}}, {"task": "x"}]}
+    out = apply_overrides(raw, ["flow.rtol=1e-8", "seeds=[3, 4]"])
+    assert out["experiment"][0]["flow"]["rtol"] == 1e-8 and out["flow"]["rtol"] == 1e-8
+    assert out["seeds"] == [3, 4] and raw["experiment"][0]["flow"]["rtol"] == 1.0
+
+
+def test_run_id_depends_on_every_field_and_the_seed():
+    runs = expand(loads_config(BASE + "seeds = [0, 1]\n"))
+    other = expand(loads_config(BASE + "seeds = [0, 1]\nflow = { rtol = 1e-7 }\n"))
+    ids = {run_id(r) for r in runs + other}
+    assert len(ids) == 4
+    assert run_id(runs[0]) == run_id(expand(loads_config(BASE + "seeds = [0, 1]\n"))[0])
+
+
+def test_descent_options_are_checked(tmp_path):
+    message = errors(BASE + 'flow = { solver = "descent", rtol = 1e-6, step_scaling = "loss" }\n', tmp_path)
+    assert "flow.learning_rate: is required" in message
+    assert "flow.rtol: is an ODE-solver option" in message
+    assert "for classification losses only" in message
+
+
+def test_fully_connected_width_defaults_to_the_input_dimension():
+    (run,) = expand(loads_config(BASE.replace('"diagonal", depth = 2', '"fully_connected", depth = 3')))
+    from ltn.sweep._build import network_and_problem
+    net, _ = network_and_problem(run)
+    assert net.widths == (8, 8)

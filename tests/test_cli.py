@@ -1,0 +1,80 @@
+"""`ltn run / validate / report` end to end on the tiny sweep (reusing its compiles when run after
+tests/sweep), plus `--help` and `--version`."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ltn import __version__
+from ltn.cli import main
+from ltn.sweep import read_rows
+from tests.sweep.conftest import TINY
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and __version__ in capsys.readouterr().out
+    assert main([]) == 0 and "validate" in capsys.readouterr().out
+
+
+def test_console_entry_point():
+    result = subprocess.run([sys.executable, "-m", "ltn.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_validate_reports_every_problem_with_file_and_field(tmp_path, config, capsys):
+    assert main(["validate", str(config)]) == 0
+    assert "diag-regression: regression, 4 runs in 1 compiled group" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("sparsity = 2", "sparsity = 2, nosie = 0.1").replace('"exponential"', '"x"')
+                   .replace('init = { scale = 0.5 }', 'init = { scale = 0.5, knd = "theorem" }'))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: experiment[0].data.nosie: unknown key (did you mean 'noise'?)" in err
+    assert f"{bad}: experiment[1].init.knd: unknown key (did you mean 'kind'?)" in err
+
+
+def test_run_then_report(tmp_path, config, capsys):
+    out = tmp_path / "out"
+    status = main(["run", str(config), "--out", str(out), "--no-progress"])
+    text = capsys.readouterr()
+    rows = read_rows(str(out))
+    assert len(rows) == 6
+    assert status == (0 if all(row["passed"] for row in rows) else 1)
+    assert "diag-regression:" in text.out and "diag-classification:" in text.out
+    # An impossible tolerance fails the regression checks: non-zero exit and the failures are named.
+    strict = tmp_path / "strict"
+    assert main(["run", str(config), "--out", str(strict), "--no-progress", "--set", "check.tolerance=1e-300"]) == 1
+    text = capsys.readouterr()
+    assert "FAIL" in text.out and "failed their check" in text.err
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "max rel. error" in text and "worst runs of diag-regression" in text
+    assert os.path.exists(out / "diag-regression-final.png") and os.path.exists(out / "diag-regression-path.png")
+
+
+def test_report_on_an_empty_folder_fails_clearly(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results" in capsys.readouterr().err
+
+
+def test_packaged_quickstart_matches_the_repository_copy_and_validates(capsys):
+    from ltn.cli import packaged_quickstart
+
+    repository_copy = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "quickstart.toml")
+    with packaged_quickstart() as path:
+        with open(path) as packaged, open(repository_copy) as original:
+            assert packaged.read() == original.read()
+        assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("compiled group") == 4  # compiles dominate the quick start: keep it at four groups

@@ -221,7 +221,9 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         final_params = first(final_params)
         t_end = sol.ts[1][-1]
         final = stacked_checkpoint(t_end, final_params, args)
-        is_broken = jax.vmap(lambda p: broken(p, args))(final_params) | ~jnp.isfinite(final.log_loss)
+        # log L = -inf is a regression run that interpolates exactly, not a failure.
+        is_broken = jax.vmap(lambda p: broken(p, args))(final_params) | jnp.isnan(final.log_loss) | (
+            final.log_loss == jnp.inf)
         if regression:
             reached = jax.vmap(lambda p: steady(p, args))(final_params)
         else:

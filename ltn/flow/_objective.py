@@ -74,7 +74,7 @@ class Objective:
         param_norm = tree_norm(params)
         if self.task == "regression":
             log_loss = jnp.log(value)
-            log_loss_rate = -velocity_scale * grad_sq / value
+            log_loss_rate = -velocity_scale * grad_sq / jnp.where(value > 0, value, 1.0)
             margin = jnp.nan
         else:
             log_loss = value

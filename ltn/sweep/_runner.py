@@ -103,8 +103,8 @@ def solve_group(runs: list[RunSpec], *, shard: bool = True):
             # Resolved here (as gradient_flow would) so the results can say which solver ran.
             kwargs["solver"] = choose_solver(net, tuple(np.asarray(p) for p in padded), np.asarray(problem.X),
                                              np.asarray(problem.y), task_of(first.loss))
-        sharded, X, y = shard_batch(padded, problem.X, problem.y, devices)
-        result = gradient_flow(net, sharded, X, y, first.loss, **kwargs)
+        result = _flow_by_scale(net, problem, params0, [run.init.scale for run in runs], first.loss, kwargs,
+                                devices)
         solver_used = kwargs["solver"]
     result = jax.block_until_ready(result)
     wall = time.perf_counter() - start
@@ -112,6 +112,23 @@ def solve_group(runs: list[RunSpec], *, shard: bool = True):
     result = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[:size], result)
     params0 = tuple(np.asarray(p)[:size] for p in params0)
     return net, problem, params0, result, solver_used, wall
+
+
+def _flow_by_scale(net, problem, params0, scales, loss, options, devices):
+    """One `gradient_flow` call per initial scale (all with the same compile when the sub-batches have equal
+    sizes, as in a grid). A regression batch is one stacked ODE with a shared step size, so runs of very
+    different scales, hence time scales, would hold each other to the fastest one."""
+    order = np.argsort(scales, kind="stable")
+    scales = np.asarray(scales)[order]
+    parts = []
+    for scale in np.unique(scales):
+        members = order[scales == scale]
+        batch = pad_batch(tuple(np.asarray(p)[members] for p in params0), len(devices))
+        sharded, X, y = shard_batch(batch, problem.X, problem.y, devices)
+        result = jax.block_until_ready(gradient_flow(net, sharded, X, y, loss, **options))
+        parts.append(jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[: len(members)], result))
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *parts)
+    return jax.tree_util.tree_map(lambda leaf: leaf[np.argsort(order, kind="stable")], stacked)
 
 
 def _member(tree, i):

@@ -51,7 +51,7 @@ def section_batching(runs_per_scale: int) -> str:
         for cache in ("cold", "warm"):
             r = sweep_benchmark.timed(config, grouped=grouped, cold=cache == "cold")
             results[cache, grouped] = r
-            rows.append([cache, "grouped jit(vmap)" if grouped else "one run at a time", r["calls"], r["compiles"],
+            rows.append([cache, "grouped jit(vmap)" if grouped else "one run at a time", r["groups"], r["compiles"],
                          f"{r['wall']:.2f}", f"{r['solve']:.2f}", r["needed"], r["executed"]])
     total = len(expand(config))
     ratios = "; ".join(f"{cache}: {results[cache, False]['wall'] / results[cache, True]['wall']:.1f}x all in, "
@@ -59,7 +59,7 @@ def section_batching(runs_per_scale: int) -> str:
                        for cache in ("cold", "warm"))
     text += (f"\n### Sweep runner: {total} runs grouped vs one at a time (benchmarks/sweep.py config: diagonal "
              "depth 2, n = 4, d = 8, Gaussian init at 4 scales, tsit5 rtol 1e-10, theory check off)\n\n"
-             + markdown_table(["compile cache", "runner", "solver calls", "compiles", "wall s (all in)", "solver s",
+             + markdown_table(["compile cache", "runner", "groups solved", "compiles", "wall s (all in)", "solver s",
                                "steps needed", "steps executed"], rows)
              + f"\n\nSpeed-up of the grouped runner: {ratios}.\n")
     return text

@@ -399,7 +399,8 @@ def plot_certificates(rows, path: str, title: str) -> str | None:
     docs/theory.md §5 at the end point of flows run to increasing log-loss targets, against -log L."""
     mine = [r for r in rows if r["task"] == "classification" and r.get("certificate_name") == "singular_vector"
             and isinstance(r.get("certificate"), float)]
-    if not mine:
+    # A path needs flows stopped at two or more log-loss targets; one target gives a single column of points.
+    if len({float(f"{r['final_log_loss']:.6g}") for r in mine if np.isfinite(r["final_log_loss"])}) < 2:
         return None
     plt = _pyplot()
     labels = list(dict.fromkeys(f"{r['experiment']}, L={r['network.depth']}, k={r['network.filter_sizes']}"

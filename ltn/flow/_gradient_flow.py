@@ -72,7 +72,8 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     """Follow the gradient flow of `sum_i loss(f(x_i; theta), y_i)` from `params0` with an adaptive ODE solver.
 
     `params0` is one initialisation or a batch (every layer with the same leading axis); a batch is solved under
-    one `jit(vmap(...))` compile. Options (see `FlowOptions`): `solver` ("auto", "tsit5", "dopri5", "dopri8",
+    one compile: regression as one stacked ODE (shared adaptive steps, error control per run), classification
+    vmapped (each run stops at its own target). Options (see `FlowOptions`): `solver` ("auto", "tsit5", "dopri5", "dopri8",
     "kvaerno5", "kvaerno3"), `rtol`/`atol` of the step-size controller, `max_steps` and `t_max` budgets (a
     status, never an exception), `gtol` (regression: stop when `||grad L|| <= gtol * ||X||_2 ||y|| ||theta||^(L-1)`,
     a scale-free steady state), `target_log_loss` / `target_norm` (classification stops, located exactly by root

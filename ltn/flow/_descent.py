@@ -17,7 +17,7 @@ from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays
 from ._objective import Objective, tree_dot, tree_norm
-from ._result import BUDGET_EXHAUSTED, CONVERGED, NONFINITE, FlowResult, Stats, Trajectory, nonfinite
+from ._result import BUDGET_EXHAUSTED, CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, nonfinite
 
 STEP_SCALINGS = ("none", "loss")
 
@@ -133,7 +133,8 @@ def _build_descent(net, loss, max_steps, step_scaling, gtol, target_log_loss, ta
         records, record_log_times = records
         status = jnp.where(code < 0, BUDGET_EXHAUSTED, code)
         evals = steps + (code >= 0) + 1  # one gradient a step, the stopping point's, the final summary's
-        stats = Stats(steps=steps, accepted_steps=steps, rejected_steps=jnp.zeros_like(steps), grad_evals=evals)
+        stats = Stats(steps=steps, accepted_steps=steps, rejected_steps=jnp.zeros_like(steps), grad_evals=evals,
+                      solver=jnp.asarray(SOLVER_NAMES.index("descent")))
         return FlowResult(params=params, beta=net.beta(params), status=status, stats=stats, final=final,
                           final_log_time=log_time, trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
 

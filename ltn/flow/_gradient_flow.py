@@ -23,7 +23,8 @@ from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays
 from ._objective import Checkpoint, Objective, tree_dot, tree_norm
-from ._result import BUDGET_EXHAUSTED, CONVERGED, NONFINITE, SOLVER_FAILED, FlowResult, Stats, Trajectory, nonfinite
+from ._result import (BUDGET_EXHAUSTED, CONVERGED, NONFINITE, SOLVER_FAILED, SOLVER_NAMES, FlowResult, Stats,
+                      Trajectory, nonfinite)
 
 EXPLICIT_SOLVERS = {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6), "dopri8": (diffrax.Dopri8, 12)}
 IMPLICIT_SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
@@ -84,17 +85,32 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     X, y = check_problem_arrays(net, X, y, task)
     params0, batched = as_batch(net, params0)
     opts = FlowOptions(**options)
-    if opts.solver == "auto":
+    auto = opts.solver == "auto"
+    if auto:
         opts = dataclasses.replace(opts, solver=choose_solver(net, params0, X, y, task))
     if task == "classification" and opts.target_log_loss is None and opts.target_norm is None:
         opts = dataclasses.replace(opts, target_log_loss=-100.0)
+    result = _solve(net, loss, opts, params0, X, y)
+    if auto and task == "regression" and opts.solver in EXPLICIT_SOLVERS:
+        # An explicit solver that used up max_steps on a regression run was stiff there (near its limit the
+        # step stays at the stability bound and step noise keeps the gradient above the steady-state level):
+        # those runs are solved again, from the start, with the L-stable Kvaerno5. Stats say which solver ran.
+        stalled = np.flatnonzero((np.asarray(result.status) == BUDGET_EXHAUSTED)
+                                 & (np.asarray(result.stats.steps) >= opts.max_steps))
+        if stalled.size:
+            subset = jax.tree_util.tree_map(lambda leaf: leaf[stalled], params0)
+            again = _solve(net, loss, dataclasses.replace(opts, solver="kvaerno5"), subset, X, y)
+            result = jax.tree_util.tree_map(lambda full, part: full.at[stalled].set(part), result, again)
+    return result if batched else jax.tree_util.tree_map(lambda leaf: leaf[0], result)
+
+
+def _solve(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> FlowResult:
     static = dataclasses.replace(opts, rtol=None, atol=None, gtol=None, t_max=None, target_log_loss=None,
                                  target_norm=None)
     dynamic = jnp.asarray([opts.rtol, opts.atol, opts.gtol, jnp.nan if opts.t_max is None else opts.t_max,
                            -jnp.inf if opts.target_log_loss is None else opts.target_log_loss,
                            jnp.inf if opts.target_norm is None else opts.target_norm])
-    result = _compiled_flow(net, loss, static)(params0, X, y, dynamic)
-    return result if batched else jax.tree_util.tree_map(lambda leaf: leaf[0], result)
+    return _compiled_flow(net, loss, static)(params0, X, y, dynamic)
 
 
 def choose_solver(net: Network, params0, X, y, task: str) -> str:
@@ -240,7 +256,7 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         # +1 a step for the steady-state test (regression). Implicit solvers: not counted (-1).
         grad_evals = (evals_per_step * steps + 3 + (accepted if regression else 0)) if evals_per_step > 0 else -1
         stats = Stats(steps=steps, accepted_steps=accepted, rejected_steps=sol.stats["num_rejected_steps"],
-                      grad_evals=jnp.asarray(grad_evals))
+                      grad_evals=jnp.asarray(grad_evals), solver=jnp.asarray(SOLVER_NAMES.index(opts.solver)))
         stats = jax.tree_util.tree_map(lambda leaf: jnp.broadcast_to(leaf, (batch,)), stats)
         if regression or not reparam:
             log_time = jnp.where(records.time > 0, jnp.log(records.time), -jnp.inf)
@@ -253,8 +269,9 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
 
     def solve(params0, X, y, tolerances):
         TRACE_COUNT["flow"] += 1
-        if regression:
+        if regression and opts.solver in EXPLICIT_SOLVERS:
             return solve_stacked(params0, X, y, tolerances)
+        # Implicit solvers build the Jacobian of the whole state: stacked runs would make it dense across runs.
         one_run = lambda p: first(solve_stacked(jax.tree_util.tree_map(lambda leaf: leaf[None], p), X, y, tolerances))
         return jax.vmap(one_run)(params0)
 

@@ -14,13 +14,25 @@ STATUSES = ("converged", "budget_exhausted", "nonfinite", "solver_failed")
 CONVERGED, BUDGET_EXHAUSTED, NONFINITE, SOLVER_FAILED = range(len(STATUSES))
 
 
+# Index of `Stats.solver`: the ODE solvers, then "descent".
+SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "descent")
+
+
 class Stats(eqx.Module):
-    """Work done: solver steps (accepted and rejected) and evaluations of the gradient (vector field)."""
+    """Work done: solver steps (accepted and rejected), evaluations of the gradient (vector field; -1 where an
+    implicit solver's Newton iterations are not counted) and which solver ran (`solver_name`)."""
 
     steps: Int[Array, ""]
     accepted_steps: Int[Array, ""]
     rejected_steps: Int[Array, ""]
     grad_evals: Int[Array, ""]
+    solver: Int[Array, ""]
+
+    @property
+    def solver_name(self):
+        codes = np.asarray(self.solver)
+        names = np.asarray(SOLVER_NAMES, dtype=object)[codes]
+        return str(names) if codes.ndim == 0 else names
 
 
 class Trajectory(eqx.Module):

@@ -12,8 +12,6 @@ import jax
 import numpy as np
 
 from ..flow import STATUSES, gradient_flow
-from ..flow._gradient_flow import choose_solver
-from ..losses import task_of
 from ._build import init_batch, network_and_problem
 from ._config import RunSpec, SweepSpec
 from ._grid import expand, group_id, group_runs, run_columns, run_id
@@ -98,14 +96,9 @@ def solve_group(runs: list[RunSpec], *, shard: bool = True):
         result = gradient_descent(net, sharded, X, y, first.loss, **kwargs)
         solver_used = f"descent/{optimizer or 'sgd'}"
     else:
-        kwargs = options.flow_options()
-        if kwargs["solver"] == "auto":
-            # Resolved here (as gradient_flow would) so the results can say which solver ran.
-            kwargs["solver"] = choose_solver(net, tuple(np.asarray(p) for p in padded), np.asarray(problem.X),
-                                             np.asarray(problem.y), task_of(first.loss))
-        result = _flow_by_scale(net, problem, params0, [run.init.scale for run in runs], first.loss, kwargs,
-                                devices)
-        solver_used = kwargs["solver"]
+        result = _flow_by_scale(net, problem, params0, [run.init.scale for run in runs], first.loss,
+                                options.flow_options(), devices)
+        solver_used = None  # per run, from the result ("auto" may pick, or fall back to, an implicit solver)
     result = jax.block_until_ready(result)
     wall = time.perf_counter() - start
     size = len(runs)
@@ -169,7 +162,8 @@ def group_rows(runs, net, problem, params0, result, solver_used, wall) -> tuple[
                "final_grad_norm": float(final.grad_norm), "final_log_time": float(result.final_log_time[i]),
                "steps": int(result.stats.steps[i]), "accepted_steps": int(result.stats.accepted_steps[i]),
                "rejected_steps": int(result.stats.rejected_steps[i]), "grad_evals": int(result.stats.grad_evals[i]),
-               "solver_used": solver_used, "group_size": len(runs), "group_wall_time": wall,
+               "solver_used": solver_used or str(result.stats.solver_name[i]), "group_size": len(runs),
+               "group_wall_time": wall,
                **outcome.columns()}
         # The solve is shared: each run is charged its share, plus its own theory check.
         row["wall_time"] = wall / len(runs) + (time.perf_counter() - started)

@@ -156,7 +156,7 @@ def test_classification_reaches_very_low_log_loss():
 @pytest.mark.parametrize("budget", [{"max_steps": 5}, {"t_max": 0.5}])
 def test_budget_exhausted_returns_partial_result(budget):
     params0 = DIAG2.init(jax.random.PRNGKey(5), scale=0.1, kind="theorem")
-    result = ltn.gradient_flow(DIAG2, params0, REG.X, REG.y, "squared", **budget)
+    result = ltn.gradient_flow(DIAG2, params0, REG.X, REG.y, "squared", solver="tsit5", **budget)
     assert result.status_name == "budget_exhausted"
     if "max_steps" in budget:
         assert int(result.stats.steps) == 5
@@ -164,6 +164,20 @@ def test_budget_exhausted_returns_partial_result(budget):
         assert float(result.final.time) == pytest.approx(0.5)
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in result.params)
     assert float(result.final.log_loss) < float(result.trajectory.checkpoints.log_loss[0])
+
+
+def test_auto_falls_back_to_implicit_solver_on_stiff_regression():
+    """A large Gaussian init at depth 3: Tsit5 stalls at the stability bound near the limit (budget used up);
+    `solver="auto"` solves those runs again with Kvaerno5, which lands on the exact prediction."""
+    problem = sparse_regression(seed=0, n=6, d=12, sparsity=2)
+    net = ltn.Diagonal(d=12, depth=3)
+    params0 = net.init(jax.random.PRNGKey(0), scale=10.0)
+    stalled = ltn.gradient_flow(net, params0, problem.X, problem.y, solver="tsit5", max_steps=10_000)
+    assert stalled.status_name == "budget_exhausted" and stalled.stats.solver_name == "tsit5"
+    result = ltn.gradient_flow(net, params0, problem.X, problem.y, max_steps=10_000)
+    assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
+    predicted = ltn.predict(net, problem.X, problem.y, "squared", init=params0).beta
+    assert float(jnp.linalg.norm(result.beta - predicted) / jnp.linalg.norm(predicted)) <= 1e-8  # measured 9e-11
 
 
 def test_nonfinite_is_a_status():

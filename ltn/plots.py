@@ -297,7 +297,7 @@ def plot_scale_limits(rows, path: str, title: str = "") -> str | None:
         axis.set_xlabel("initial scale alpha")
         axis.set_title(label, fontsize=9)
         axis.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=6)  # the middle panel draws every family (the first omits inexact predictions)
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()

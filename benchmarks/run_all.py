@@ -51,7 +51,7 @@ def section_batching(runs_per_scale: int) -> str:
         for cache in ("cold", "warm"):
             r = sweep_benchmark.timed(config, grouped=grouped, cold=cache == "cold")
             results[cache, grouped] = r
-            rows.append([cache, "grouped jit(vmap)" if grouped else "one run at a time", r["groups"], r["compiles"],
+            rows.append([cache, "grouped (batched solve)" if grouped else "one run at a time", r["groups"], r["compiles"],
                          f"{r['wall']:.2f}", f"{r['solve']:.2f}", r["needed"], r["executed"]])
     total = len(expand(config))
     ratios = "; ".join(f"{cache}: {results[cache, False]['wall'] / results[cache, True]['wall']:.1f}x all in, "

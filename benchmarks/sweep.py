@@ -77,7 +77,7 @@ def main() -> None:
           "steps executed |")
     print("|---|---|---|---|---|---|---|---|")
     for (cache, grouped), r in results.items():
-        name = "grouped jit(vmap)" if grouped else "one run at a time"
+        name = "grouped (batched solve)" if grouped else "one run at a time"
         print(f"| {cache} | {name} | {r['groups']} | {r['compiles']} | {r['wall']:.2f} | {r['solve']:.2f} | "
               f"{r['needed']} | {r['executed']} |")
     for cache in ("cold", "warm"):

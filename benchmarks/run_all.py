@@ -2,12 +2,13 @@
 
 Sections (each figure a ratio of two things measured in this one process, on this machine):
 1. gradient flow vs gradient descent to the flow's limit (benchmarks/flow.py: gradient evaluations and time);
-2. a batch of runs in one jit(vmap) call vs one call per run (benchmarks/flow.py), and the grouped sweep
+2. a batch of runs in one batched call vs one call per run (benchmarks/flow.py), and the grouped sweep
    runner vs the same sweep run one at a time (benchmarks/sweep.py);
 3. the exact regression prediction: damped Newton on the dual vs SciPy SLSQP on the primal (benchmarks/theory.py);
 4. a reference GD loop written the way published implicit-bias code does it (benchmarks/reference_gd.py: Python
-   loop, NumPy, one run at a time) vs ltn's compiled GD and ltn's flow, on the same problem.
-About 5-10 minutes on 2 CPU cores. `--quick` shrinks every section (for a smoke test).
+   loop, NumPy, one run at a time) vs ltn's compiled GD and ltn's flow, on the same problem;
+5. classification: direction to the l1 max-margin solution and log-loss reached, flow vs GD (benchmarks/flow.py).
+About 2 minutes on 2 CPU cores. `--quick` shrinks every section (for a smoke test).
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def section_reference(steps_cap: int) -> str:
               f" times closer to the limit (GD's step-size bias, docs/theory.md §9).\n")
 
 
+def section_classification() -> str:
+    import flow
+
+    return flow.classification_direction()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
@@ -139,7 +146,8 @@ def main(argv=None):
     steps = [("flow vs GD", lambda: section_flow_vs_descent() if not args.quick else ""),
              ("batching", lambda: section_batching(4 if args.quick else 16)),
              ("theory", lambda: section_theory(200, 20, 0.1, 200) if args.quick else section_theory(400, 40, 0.1, 300)),
-             ("reference", lambda: section_reference(20_000 if args.quick else 200_000))]
+             ("reference", lambda: section_reference(20_000 if args.quick else 200_000)),
+             ("classification", lambda: "" if args.quick else section_classification())]
     for name, run in steps:
         t0 = time.perf_counter()
         text = run()

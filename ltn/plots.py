@@ -18,6 +18,12 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: str, dpi: int) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+
+
 def _distance_label(task: str) -> str:
     return "relative error to prediction" if task == "regression" else "angle to predicted direction (rad)"
 
@@ -85,9 +91,7 @@ def plot_paths(rows, trajectories, path: str, experiment: str) -> str | None:
     if len(plotted) > 1 or varying:
         axis.legend(fontsize=7)
     axis.grid(True, alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(plt, figure, path, dpi=110)
     return path
 
 
@@ -127,9 +131,7 @@ def plot_final_vs_scale(rows, path: str, experiment: str) -> str | None:
     axis.set_title(f"{experiment}: final " + ("distance to the prediction" if with_prediction else "loss"))
     axis.legend(fontsize=7)
     axis.grid(True, alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(plt, figure, path, dpi=110)
     return path
 
 
@@ -264,9 +266,7 @@ def plot_trajectories_2d(entries: list[dict], path: str) -> str | None:
     axes[0][0].set_ylabel("beta[1]")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.suptitle("gradient-flow paths of beta from beta(0) = 0 (circle: end, star: predicted limit)", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    _save(plt, figure, path, dpi=80)
     return path
 
 
@@ -300,9 +300,7 @@ def plot_scale_limits(rows, path: str, title: str = "") -> str | None:
     axes[1].legend(fontsize=6)  # the middle panel draws every family (the first omits inexact predictions)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    _save(plt, figure, path, dpi=80)
     return path
 
 
@@ -357,9 +355,7 @@ def plot_woodworth(rows, curve: dict, path: str, title: str) -> str | None:
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=7)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    _save(plt, figure, path, dpi=80)
     return path
 
 
@@ -388,9 +384,7 @@ def plot_alignment(rows, trajectories, path: str, title: str) -> str | None:
     axis.set_title(title, fontsize=9)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    _save(plt, figure, path, dpi=80)
     return path
 
 
@@ -417,9 +411,7 @@ def plot_certificates(rows, path: str, title: str) -> str | None:
     axis.set_title(title, fontsize=9)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    _save(plt, figure, path, dpi=80)
     return path
 
 

@@ -30,9 +30,7 @@ class Stats(eqx.Module):
 
     @property
     def solver_name(self):
-        codes = np.asarray(self.solver)
-        names = np.asarray(SOLVER_NAMES, dtype=object)[codes]
-        return str(names) if codes.ndim == 0 else names
+        return _names(self.solver, SOLVER_NAMES)
 
 
 class Trajectory(eqx.Module):
@@ -63,9 +61,14 @@ class FlowResult(eqx.Module):
     @property
     def status_name(self):
         """`"converged"`, `"budget_exhausted"`, `"nonfinite"` or `"solver_failed"` (an array of them if batched)."""
-        codes = np.asarray(self.status)
-        names = np.asarray(STATUSES, dtype=object)[codes]
-        return str(names) if codes.ndim == 0 else names
+        return _names(self.status, STATUSES)
+
+
+def _names(codes, table):
+    """Codes -> names: a str for one run, an array of them for a batch."""
+    codes = np.asarray(codes)
+    names = np.asarray(table, dtype=object)[codes]
+    return str(names) if codes.ndim == 0 else names
 
 
 def nonfinite(tree_leaves) -> Array:

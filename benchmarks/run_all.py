@@ -17,7 +17,6 @@ import argparse
 import datetime
 import os
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -14,7 +14,6 @@ import pytest
 from ltn.flow import _gradient_flow
 from ltn.sweep import expand, group_runs, load_config, read_rows, read_trajectories, run_id, run_sweep
 from ltn.sweep import _results, _theory
-from ltn.sweep._config import RunSpec
 from ltn.sweep._results import OUTCOME_COLUMNS, TRAJECTORY_FIELDS
 
 

@@ -82,7 +82,6 @@ def solve_group(runs: list[RunSpec], *, shard: bool = True):
     net, problem = network_and_problem(first)
     params0 = init_batch(net, runs)
     devices = jax.local_devices() if shard else jax.local_devices()[:1]
-    padded = pad_batch(params0, len(devices))
     options = first.solver
     start = time.perf_counter()
     if options.solver == "descent":
@@ -92,7 +91,7 @@ def solve_group(runs: list[RunSpec], *, shard: bool = True):
         optimizer = kwargs.pop("optimizer")
         if optimizer not in (None, "sgd"):
             kwargs["optimizer"] = _optax_optimizer(optimizer, kwargs.pop("learning_rate"))
-        sharded, X, y = shard_batch(padded, problem.X, problem.y, devices)
+        sharded, X, y = shard_batch(pad_batch(params0, len(devices)), problem.X, problem.y, devices)
         result = gradient_descent(net, sharded, X, y, first.loss, **kwargs)
         solver_used = f"descent/{optimizer or 'sgd'}"
     else:

@@ -38,31 +38,9 @@ def section_flow_vs_descent() -> str:
 
 def section_batching(runs_per_scale: int) -> str:
     import flow
-    import sweep as sweep_benchmark
+    import sweep
 
-    from ltn.sweep import expand, loads_config
-
-    text = flow.batch_throughput()
-    config = loads_config(sweep_benchmark.CONFIG.format(seeds=list(range(runs_per_scale)), check="false"),
-                          source="benchmark")
-    rows = []
-    results = {}
-    for grouped in (True, False):
-        for cache in ("cold", "warm"):
-            r = sweep_benchmark.timed(config, grouped=grouped, cold=cache == "cold")
-            results[cache, grouped] = r
-            rows.append([cache, "grouped (batched solve)" if grouped else "one run at a time", r["groups"], r["compiles"],
-                         f"{r['wall']:.2f}", f"{r['solve']:.2f}", r["needed"], r["executed"]])
-    total = len(expand(config))
-    ratios = "; ".join(f"{cache}: {results[cache, False]['wall'] / results[cache, True]['wall']:.1f}x all in, "
-                       f"{results[cache, False]['solve'] / results[cache, True]['solve']:.1f}x solver only"
-                       for cache in ("cold", "warm"))
-    text += (f"\n### Sweep runner: {total} runs grouped vs one at a time (benchmarks/sweep.py config: diagonal "
-             "depth 2, n = 4, d = 8, Gaussian init at 4 scales, tsit5 rtol 1e-10, theory check off)\n\n"
-             + markdown_table(["compile cache", "runner", "groups solved", "compiles", "wall s (all in)", "solver s",
-                               "steps needed", "steps executed"], rows)
-             + f"\n\nSpeed-up of the grouped runner: {ratios}.\n")
-    return text
+    return flow.batch_throughput() + "\n" + sweep.compare(runs_per_scale, check=False)
 
 
 def section_theory(d: int, n: int, alpha: float, maxiter: int) -> str:

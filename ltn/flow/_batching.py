@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from ..networks import Network
@@ -20,6 +21,12 @@ def as_batch(net: Network, params):
         return tuple(jnp.asarray(p) for p in params), True
     raise ValueError(f"params0 must have layer shapes {net.layer_shapes} (or a common leading batch axis), "
                      f"got {tuple(shapes)}")
+
+
+@jax.jit
+def first_run(batch):
+    """The first run of a batched result (one compiled call instead of an indexing op per leaf)."""
+    return jax.tree_util.tree_map(lambda leaf: leaf[0], batch)
 
 
 def check_problem_arrays(net: Network, X, y, task: str):

@@ -15,7 +15,7 @@ import optax
 
 from ..losses import task_of
 from ..networks import Network
-from ._batching import as_batch, check_problem_arrays
+from ._batching import as_batch, check_problem_arrays, first_run
 from ._objective import Objective, tree_dot, tree_norm
 from ._result import BUDGET_EXHAUSTED, CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, nonfinite
 
@@ -58,7 +58,7 @@ def gradient_descent(net: Network, params0, X, y, loss: str = "squared", *, lear
         result = _compiled_descent(*static, None)(params0, X, y, jnp.asarray(learning_rate, dtype=float))
     else:
         result = _build_descent(*static, optimizer)(params0, X, y, jnp.nan)
-    return result if batched else jax.tree_util.tree_map(lambda leaf: leaf[0], result)
+    return result if batched else first_run(result)
 
 
 @functools.lru_cache(maxsize=32)

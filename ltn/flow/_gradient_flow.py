@@ -18,15 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+from jax.flatten_util import ravel_pytree
 
 from ..losses import task_of
 from ..networks import Network
-from ._batching import as_batch, check_problem_arrays
+from ._batching import as_batch, check_problem_arrays, first_run
+from ._lockstep import FINISHED, NONFINITE_FIELD, STEP_UNDERFLOW, evaluations_per_step, lockstep_solve
 from ._objective import Checkpoint, Objective, tree_dot, tree_norm
 from ._result import (BUDGET_EXHAUSTED, CONVERGED, NONFINITE, SOLVER_FAILED, SOLVER_NAMES, FlowResult, Stats,
                       Trajectory, nonfinite)
 
-EXPLICIT_SOLVERS = {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6), "dopri8": (diffrax.Dopri8, 12)}
+EXPLICIT_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 IMPLICIT_SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
 SOLVERS = ("auto", *EXPLICIT_SOLVERS, *IMPLICIT_SOLVERS)
 # `solver="auto"` picks the implicit Kvaerno5 for regression when the linearised flow at the start is stiff:
@@ -73,8 +75,9 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     """Follow the gradient flow of `sum_i loss(f(x_i; theta), y_i)` from `params0` with an adaptive ODE solver.
 
     `params0` is one initialisation or a batch (every layer with the same leading axis); a batch is solved under
-    one compile: regression as one stacked ODE (shared adaptive steps, error control per run), classification
-    vmapped (each run stops at its own target). Options (see `FlowOptions`): `solver` ("auto", "tsit5", "dopri5", "dopri8",
+    one compile. Regression with an explicit pair runs the batch in lockstep (one loop; every run keeps its own
+    step sizes and error control, so it takes the steps it would take alone); classification and implicit
+    solvers vmap `diffeqsolve` (each run stops at its own target). Options (see `FlowOptions`): `solver` ("auto", "tsit5", "dopri5", "dopri8",
     "kvaerno5", "kvaerno3"), `rtol`/`atol` of the step-size controller, `max_steps` and `t_max` budgets (a
     status, never an exception), `gtol` (regression: stop when `||grad L|| <= gtol * ||X||_2 ||y|| ||theta||^(L-1)`,
     a scale-free steady state), `target_log_loss` / `target_norm` (classification stops, located exactly by root
@@ -101,7 +104,7 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
             subset = jax.tree_util.tree_map(lambda leaf: leaf[stalled], params0)
             again = _solve(net, loss, dataclasses.replace(opts, solver="kvaerno5"), subset, X, y)
             result = jax.tree_util.tree_map(lambda full, part: full.at[stalled].set(part), result, again)
-    return result if batched else jax.tree_util.tree_map(lambda leaf: leaf[0], result)
+    return result if batched else first_run(result)
 
 
 def _solve(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> FlowResult:
@@ -117,18 +120,25 @@ def choose_solver(net: Network, params0, X, y, task: str) -> str:
     """Kvaerno5 for regression runs whose linearised flow is stiff at the start, Tsit5 otherwise."""
     if task != "regression":
         return "tsit5"
-    first = jax.tree_util.tree_map(lambda leaf: leaf[0], params0)
-    jac = jax.jacobian(lambda p: net.apply(p, X))(first)
-    J = jnp.concatenate([j.reshape(X.shape[0], -1) for j in jax.tree_util.tree_leaves(jac)], axis=1)
-    eigenvalues = jnp.linalg.eigvalsh(J @ J.T)
-    smallest, largest = float(eigenvalues[0]), float(eigenvalues[-1])
-    return "kvaerno5" if smallest > 0 and largest / smallest > STIFF_CONDITION else "tsit5"
+    return "kvaerno5" if bool(_stiff_start(net)(params0, X)) else "tsit5"
+
+
+@functools.lru_cache(maxsize=64)
+def _stiff_start(net: Network):
+    """Compiled test of the first run of a batch: cond(J J^T) > STIFF_CONDITION (J: Jacobian of the outputs)."""
+
+    def stiff(params0, X):
+        first = jax.tree_util.tree_map(lambda leaf: leaf[0], params0)
+        jac = jax.jacobian(lambda p: net.apply(p, X))(first)
+        J = jnp.concatenate([j.reshape(X.shape[0], -1) for j in jax.tree_util.tree_leaves(jac)], axis=1)
+        eigenvalues = jnp.linalg.eigvalsh(J @ J.T)
+        return (eigenvalues[0] > 0) & (eigenvalues[-1] > STIFF_CONDITION * eigenvalues[0])
+
+    return jax.jit(stiff)
 
 
 def _make_solver(name: str):
-    if name in EXPLICIT_SOLVERS:
-        return EXPLICIT_SOLVERS[name][0]()
-    return IMPLICIT_SOLVERS[name]()
+    return {**EXPLICIT_SOLVERS, **IMPLICIT_SOLVERS}[name]()
 
 
 TRACE_COUNT = {"flow": 0}  # incremented at trace time; tests use it to prove one compile per batch
@@ -140,6 +150,8 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
     regression = objective.task == "regression"
     depth = net.depth
     reparam = (not regression) and opts.reparametrize
+    solver = _make_solver(opts.solver)
+    solver_code = SOLVER_NAMES.index(opts.solver)
 
     def velocity_scale(params, value):
         """Positive factor on `-grad value` (value is L for regression, log L for classification): 1 for
@@ -161,83 +173,116 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         value_and_grad = objective.value_and_grad(params, X, y)
         return objective.checkpoint(t, params, X, y, velocity_scale(params, value_and_grad[0]), value_and_grad)
 
-    # The ODE state is a stack of runs (leading axis) sharing one adaptive step sequence: on CPU one loop over a
-    # batch costs little more than one run, while vmap of diffeqsolve pays per member (measured 3x for 64 runs
-    # against ~20x stacked). Error control stays per run: the norm is the worst run's RMS error. Regression stacks
-    # a whole batch; classification stacks one run and vmaps, since each run must stop at its own target.
-    def member_vector_field(t, params, args):
-        v = vector_field(t, params, args)
-        # A run whose field overflowed is frozen where it is (and reported nonfinite), not left to stall the rest.
-        return jax.tree_util.tree_map(lambda leaf: jnp.where(nonfinite(jax.tree_util.tree_leaves(v)), 0.0, leaf), v)
-
-    stacked_vector_field = jax.vmap(member_vector_field, in_axes=(None, 0, None))
-    stacked_checkpoint = jax.vmap(checkpoint, in_axes=(None, 0, None))
-
     def broken(params, args):
         return nonfinite(jax.tree_util.tree_leaves((params, vector_field(0.0, params, args))))
 
-    def steady(params, args):
+    def steady_scale(params, tolerances):
+        """Regression stops when ||grad L|| falls below this (tolerances[6] holds ||X||_2 ||y||, computed once
+        per solve: an SVD per step would dominate the cost)."""
+        return tolerances[2] * tolerances[6] * jnp.maximum(tree_norm(params), 1e-300) ** (depth - 1)
+
+    def with_data_scale(X, y, tolerances):
+        return jnp.concatenate([tolerances, (jnp.linalg.norm(X, 2) * jnp.linalg.norm(y))[None]])
+
+    def natural_time(params, velocity):
+        """||theta|| / ||d theta/dt|| at the start: the time scale on which the run first moves."""
+        time = tree_norm(params) / jnp.maximum(tree_norm(velocity), 1e-300)
+        return jnp.where(jnp.isfinite(time) & (time > 0), time, 1.0)
+
+    def time_grid(natural, tolerances):
+        """The time budget and the geometric checkpoint times of one run."""
+        t_max = jnp.where(jnp.isnan(tolerances[3]), (1e12 if regression else 1e5) * natural, tolerances[3])
+        t_first = jnp.minimum(1e-3 * natural, t_max / 10)
+        grid = jnp.minimum(jnp.geomspace(t_first, t_max, opts.checkpoints - 1), t_max)  # geomspace may round up
+        return t_max, jnp.concatenate([jnp.zeros(1), grid])
+
+    def result(params, records, final, final_log_time, log_time, status, steps, accepted, grad_evals):
+        stats = Stats(steps=steps, accepted_steps=accepted, rejected_steps=steps - accepted,
+                      grad_evals=jnp.asarray(grad_evals), solver=jnp.broadcast_to(solver_code, jnp.shape(steps)))
+        return FlowResult(params=params, beta=net.beta(params), status=status, stats=stats, final=final,
+                          final_log_time=final_log_time, trajectory=Trajectory(checkpoints=records, log_time=log_time))
+
+    def solve_lockstep(params0, X, y, tolerances):
+        """Regression with an explicit pair: the whole batch in one loop, each run with its own steps."""
+        tolerances = with_data_scale(X, y, tolerances)
+        args = (X, y, tolerances)
+        _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf: leaf[0], params0))
+        flatten = jax.vmap(lambda p: ravel_pytree(p)[0])
+        unflatten = jax.vmap(unravel)
+        field = jax.vmap(lambda v: ravel_pytree(vector_field(0.0, unravel(v), args))[0])
+
+        def finished(Y, F):  # ||F|| = ||grad L||: the steady state, tested at accepted points for free (FSAL)
+            return jnp.linalg.norm(F, axis=1) <= jax.vmap(lambda v: steady_scale(v, tolerances))(Y)
+
+        Y0 = flatten(params0)
+        natural = jax.vmap(natural_time)(Y0, field(Y0))
+        t_max, save_ts = jax.vmap(lambda n: time_grid(n, tolerances))(natural)
+        end = lockstep_solve(field, finished, lambda t, v: checkpoint(t, unravel(v), args), Y0, solver=solver,
+                             rtol=tolerances[0], atol=tolerances[1], t_max=t_max, save_ts=save_ts,
+                             max_steps=opts.max_steps)
+        params = unflatten(end.y)
+        final = jax.vmap(checkpoint, in_axes=(0, 0, None))(end.t, params, args)
+        # log L = -inf is a regression run that interpolates exactly, not a failure.
+        is_broken = (end.stop == NONFINITE_FIELD) | ~jnp.all(jnp.isfinite(end.y), axis=1) | jnp.isnan(
+            final.log_loss) | (final.log_loss == jnp.inf)
+        status = jnp.where(is_broken, NONFINITE, jnp.where(end.stop == FINISHED, CONVERGED, jnp.where(
+            end.stop == STEP_UNDERFLOW, SOLVER_FAILED, BUDGET_EXHAUSTED)))
+        # Evaluations: per step, the pair's stages but the first (FSAL); at the start f(y0) and one more for the
+        # initial step size. Records (one evaluation per checkpoint) are not part of the solve.
+        grad_evals = evaluations_per_step(solver) * end.steps + 2
+        records = end.records
+        log_time = jnp.where(records.time > 0, jnp.log(records.time), -jnp.inf)
+        return jax.vmap(result)(params, records, final, jnp.log(end.t), log_time, status, end.steps, end.accepted,
+                                grad_evals)
+
+    # Real-valued stopping conditions of one run: the stop is located by root finding on the dense output.
+    # diffrax calls them as (t, y, args, **kwargs), by keyword when locating an event (y: the params).
+    def steady_or_broken(t, y, args, **kwargs):
         X, labels, tolerances = args
-        grad = jax.grad(objective.value)(params, X, labels)
-        # tolerances[6] holds ||X||_2 ||y||, computed once per solve (an SVD per step would dominate the cost)
-        scale = tolerances[6] * jnp.maximum(tree_norm(params), 1e-300) ** (depth - 1)
-        return jnp.sqrt(tree_dot(grad, grad)) <= tolerances[2] * scale
+        grad = jax.grad(objective.value)(y, X, labels)
+        return (jnp.sqrt(tree_dot(grad, grad)) <= steady_scale(y, tolerances)) | broken(y, args)
 
-    def first(batch):
-        return jax.tree_util.tree_map(lambda leaf: leaf[0], batch)
-
-    # Event functions: diffrax calls them as (t, y, args, **kwargs), by keyword when locating an event.
-    def all_done(t, y, args, **kwargs):
-        done = jax.vmap(lambda p: steady(p, args) | broken(p, args))(y)
-        return jnp.all(done)
-
-    def first_broken(t, y, args, **kwargs):
-        return broken(first(y), args)
+    def is_broken(t, y, args, **kwargs):
+        return broken(y, args)
 
     def below_target_log_loss(t, y, args, **kwargs):
         X, labels, tolerances = args
-        return objective.log_loss(first(y), X, labels) - tolerances[4]
+        return objective.log_loss(y, X, labels) - tolerances[4]
 
     def above_target_norm(t, y, args, **kwargs):
-        return args[2][5] - tree_norm(first(y))
+        return args[2][5] - tree_norm(y)
 
     if regression:
-        event = diffrax.Event(all_done)
-    else:  # real-valued conditions: the stopping point is located by root finding on the dense output
-        event = diffrax.Event([first_broken, below_target_log_loss, above_target_norm],
+        event = diffrax.Event(steady_or_broken)
+    else:
+        event = diffrax.Event([is_broken, below_target_log_loss, above_target_norm],
                               root_finder=optx.Newton(rtol=1e-10, atol=1e-10))
-    solver = _make_solver(opts.solver)
-    evals_per_step = EXPLICIT_SOLVERS.get(opts.solver, (None, -1))[1]
 
-    def solve_stacked(params0, X, y, tolerances):
-        tolerances = jnp.concatenate([tolerances, (jnp.linalg.norm(X, 2) * jnp.linalg.norm(y))[None]])
+    def guarded_field(t, params, args):
+        v = vector_field(t, params, args)
+        # A field that overflowed freezes the run where it is (reported nonfinite) instead of stalling the solver.
+        return jax.tree_util.tree_map(lambda leaf: jnp.where(nonfinite(jax.tree_util.tree_leaves(v)), 0.0, leaf), v)
+
+    def solve_one(params0, X, y, tolerances):
+        """One run with `diffeqsolve`: classification (each run stops at its own target, located by root
+        finding) and implicit solvers (a Jacobian of one run, not of a batch)."""
+        tolerances = with_data_scale(X, y, tolerances)
         args = (X, y, tolerances)
-        batch = jax.tree_util.tree_leaves(params0)[0].shape[0]
-        velocity = stacked_vector_field(0.0, params0, args)
-        natural_time = jax.vmap(tree_norm)(params0) / jnp.maximum(jax.vmap(tree_norm)(velocity), 1e-300)
-        natural_time = jnp.where(jnp.isfinite(natural_time) & (natural_time > 0), natural_time, 1.0)
-        controller = diffrax.PIDController(rtol=tolerances[0], atol=tolerances[1], norm=_worst_run_rms)
-        t_max = jnp.where(jnp.isnan(tolerances[3]), (1e12 if regression else 1e5) * jnp.max(natural_time),
-                          tolerances[3])
-        t_first = jnp.minimum(1e-3 * jnp.min(natural_time), t_max / 10)
-        grid = jnp.minimum(jnp.geomspace(t_first, t_max, opts.checkpoints - 1), t_max)  # geomspace may round up
-        ts = jnp.concatenate([jnp.zeros(1), grid])
-        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=stacked_checkpoint), diffrax.SubSaveAt(t1=True)])
+        t_max, ts = time_grid(natural_time(params0, vector_field(0.0, params0, args)), tolerances)
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=checkpoint), diffrax.SubSaveAt(t1=True)])
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(stacked_vector_field), solver, t0=0.0, t1=t_max, dt0=None, y0=params0, args=args,
-            saveat=saveat, stepsize_controller=controller, max_steps=opts.max_steps, event=event, throw=False,
+            diffrax.ODETerm(guarded_field), solver, t0=0.0, t1=t_max, dt0=None, y0=params0, args=args,
+            saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=tolerances[0], atol=tolerances[1]),
+            max_steps=opts.max_steps, event=event, throw=False,
             adjoint=diffrax.ForwardMode(),  # no reverse-mode through the solve: the plain, cheaper while loop
         )
         records, final_params = sol.ys
-        records = jax.tree_util.tree_map(lambda leaf: jnp.swapaxes(leaf, 0, 1), records)  # (runs, checkpoints)
-        final_params = first(final_params)
+        final_params = jax.tree_util.tree_map(lambda leaf: leaf[0], final_params)
         t_end = sol.ts[1][-1]
-        final = stacked_checkpoint(t_end, final_params, args)
-        # log L = -inf is a regression run that interpolates exactly, not a failure.
-        is_broken = jax.vmap(lambda p: broken(p, args))(final_params) | jnp.isnan(final.log_loss) | (
-            final.log_loss == jnp.inf)
+        final = checkpoint(t_end, final_params, args)
+        is_broken = broken(final_params, args) | jnp.isnan(final.log_loss) | (final.log_loss == jnp.inf)
         if regression:
-            reached = jax.vmap(lambda p: steady(p, args))(final_params)
+            reached = steady_or_broken(t_end, final_params, args) & ~is_broken
         else:
             # Judged on the end point, not on the solver's code: at |log L| ~ 1e5 the root finder may report
             # non-convergence after locating the stop to ~1e-12 relative.
@@ -246,39 +291,25 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         ended = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.max_steps_reached)
         status = jnp.where(is_broken, NONFINITE, jnp.where(reached, CONVERGED, jnp.where(
             ended | (sol.result == diffrax.RESULTS.event_occurred), BUDGET_EXHAUSTED, SOLVER_FAILED)))
-        steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
-        # Explicit RK (FSAL): stages-1 evaluations a step, +1 at the start, +2 for the initial step size,
-        # +1 a step for the steady-state test (regression). Implicit solvers: not counted (-1).
-        grad_evals = (evals_per_step * steps + 3 + (accepted if regression else 0)) if evals_per_step > 0 else -1
-        stats = Stats(steps=steps, accepted_steps=accepted, rejected_steps=sol.stats["num_rejected_steps"],
-                      grad_evals=jnp.asarray(grad_evals), solver=jnp.asarray(SOLVER_NAMES.index(opts.solver)))
-        stats = jax.tree_util.tree_map(lambda leaf: jnp.broadcast_to(leaf, (batch,)), stats)
-        if regression or not reparam:
-            log_time = jnp.where(records.time > 0, jnp.log(records.time), -jnp.inf)
-            final_log_time = jnp.broadcast_to(jnp.log(t_end), (batch,))
+        steps = sol.stats["num_steps"]
+        # Explicit pairs (FSAL): stages-1 evaluations a step, +1 at the start, +2 for the initial step size.
+        # Implicit solvers: not counted (-1).
+        grad_evals = evaluations_per_step(solver) * steps + 3 if opts.solver in EXPLICIT_SOLVERS else -1
+        if reparam:
+            log_time, final_log_time = _reconstruct_log_time(records, final, depth)
         else:
-            log_time, final_log_time = jax.vmap(_reconstruct_log_time, in_axes=(0, 0, None))(records, final, depth)
-        return FlowResult(params=final_params, beta=jax.vmap(net.beta)(final_params), status=status, stats=stats,
-                          final=final, final_log_time=final_log_time,
-                          trajectory=Trajectory(checkpoints=records, log_time=log_time))
+            log_time = jnp.where(records.time > 0, jnp.log(records.time), -jnp.inf)
+            final_log_time = jnp.log(t_end)
+        return result(final_params, records, final, final_log_time, log_time, status, steps,
+                      sol.stats["num_accepted_steps"], grad_evals)
 
     def solve(params0, X, y, tolerances):
         TRACE_COUNT["flow"] += 1
         if regression and opts.solver in EXPLICIT_SOLVERS:
-            return solve_stacked(params0, X, y, tolerances)
-        # Implicit solvers build the Jacobian of the whole state: stacked runs would make it dense across runs.
-        one_run = lambda p: first(solve_stacked(jax.tree_util.tree_map(lambda leaf: leaf[None], p), X, y, tolerances))
-        return jax.vmap(one_run)(params0)
+            return solve_lockstep(params0, X, y, tolerances)
+        return jax.vmap(solve_one, in_axes=(0, None, None, None))(params0, X, y, tolerances)
 
     return jax.jit(solve)
-
-
-def _worst_run_rms(tree) -> jax.Array:
-    """Largest per-run RMS over a stack of runs (leading axis): every run meets the tolerance on its own."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    squares = sum(jnp.sum(leaf.reshape(leaf.shape[0], -1) ** 2, axis=1) for leaf in leaves)
-    count = sum(leaf[0].size for leaf in leaves)
-    return jnp.sqrt(jnp.max(squares / count))
 
 
 def _log_dt_ds(c: Checkpoint, depth: int):

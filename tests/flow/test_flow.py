@@ -199,9 +199,10 @@ def test_batch_runs_under_one_compile_and_matches_single_runs():
     assert batched_again.beta.shape == (3, 8)
     for i, key in enumerate(keys):
         single = ltn.gradient_flow(DIAG2, DIAG2.init(key, scale=0.4), REG.X, REG.y, "squared")
-        # Batched matmuls round differently, which moves adaptive steps and the steady-state stop slightly:
-        # measured 2e-9 relative, below the flow's own accuracy (gtol 1e-10, error to the limit ~1e-9).
-        np.testing.assert_allclose(batched.beta[i], single.beta, rtol=1e-7, atol=1e-12)
+        # Every run keeps its own step sizes in a batch; batched matmuls round differently, which can flip an
+        # accept/reject decision (measured: step counts equal within 2, beta within 1.1e-10 relative).
+        assert abs(int(batched.stats.steps[i]) - int(single.stats.steps)) <= 5
+        np.testing.assert_allclose(batched.beta[i], single.beta, rtol=1e-8, atol=1e-12)
 
 
 def test_descent_batch_and_loss_scaled_step():

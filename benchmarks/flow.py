@@ -82,36 +82,38 @@ def regression_flow_vs_descent():
               f"{measured[0][2]:.1e} away from the flow's limit.\n")
 
 
-def batch_throughput():
-    problem = sparse_regression(seed=1, n=10, d=30, sparsity=3)
-    net = ltn.Diagonal(d=30, depth=2)
-    keys = jax.random.split(jax.random.PRNGKey(1), 64)
-    batch = jax.vmap(lambda k: net.init(k, scale=0.5))(keys)
-    singles = [jax.tree_util.tree_map(lambda leaf: leaf[i], batch) for i in range(64)]
+BATCH_SIZES = ((2, 1), (8, 4), (30, 10), (100, 20))  # (d, n): the 2-D paths of the paper up to d = 100
 
-    def run_batch():
-        return ltn.gradient_flow(net, batch, problem.X, problem.y)
 
-    def run_loop():
-        return [ltn.gradient_flow(net, p, problem.X, problem.y) for p in singles]
-
-    batched, batch_time = timed(run_batch, repeat=3)
-    looped, loop_time = timed(run_loop, repeat=2)
-    agreement = max(float(jnp.max(jnp.abs(batched.beta[i] - r.beta))) for i, r in enumerate(looped))
-    single_steps = np.array([int(r.stats.steps) for r in looped])
-    batch_steps = np.asarray(batched.stats.steps)
-    rows = [["64 runs, one batched call", f"{batch_time:.3f}",
-             f"{batch_steps.sum()} ({batch_steps.mean():.0f} a run, slowest {batch_steps.max()})",
-             f"{batch_time / batch_steps.sum() * 1e6:.1f}"],
-            ["64 runs, one call each", f"{loop_time:.3f}", f"{single_steps.sum()} ({single_steps.mean():.0f} a run)",
-             f"{loop_time / single_steps.sum() * 1e6:.1f}"]]
-    return ("### Batching: 64 regression runs (Diagonal depth 2, d = 30, n = 10, Gaussian init, 64 seeds)\n\n"
-            + markdown_table(["how", "wall seconds (compiled)", "solver steps", "microseconds per run-step"], rows)
-            + f"\n\nThroughput ratio: **{loop_time / batch_time:.1f}x** (goal >= 10x); max |beta difference| "
-              f"{agreement:.1e}. Every run in the batch keeps its own adaptive steps (lockstep loop), so the batch "
-              "does the same solver work as the single calls; the ratio is the cost of a run-step in a batch "
-              "against one in a call of its own, which includes the call's fixed cost (input checks, dispatch, "
-              "result; about 2-3 ms on this CPU).\n")
+def batch_throughput(sizes=BATCH_SIZES, runs: int = 64):
+    """One batched `gradient_flow` call over `runs` Gaussian seeds vs one call per run, per problem size."""
+    rows = []
+    for d, n in sizes:
+        problem = sparse_regression(seed=1, n=n, d=d, sparsity=1)
+        net = ltn.Diagonal(d=d, depth=2)
+        batch = jax.vmap(lambda k: net.init(k, scale=0.5))(jax.random.split(jax.random.PRNGKey(1), runs))
+        singles = [jax.tree_util.tree_map(lambda leaf: leaf[i], batch) for i in range(runs)]
+        batched, batch_time = timed(lambda: ltn.gradient_flow(net, batch, problem.X, problem.y), repeat=3)
+        looped, loop_time = timed(lambda: [ltn.gradient_flow(net, p, problem.X, problem.y) for p in singles],
+                                  repeat=2)
+        agreement = max(float(jnp.max(jnp.abs(batched.beta[i] - r.beta) / jnp.max(jnp.abs(r.beta))))
+                        for i, r in enumerate(looped))
+        steps = np.asarray(batched.stats.steps)
+        single_steps = sum(int(r.stats.steps) for r in looped)
+        rows.append([f"{d} / {n}", f"{steps.mean():.0f} / {steps.max()}", f"{batch_time:.3f}", f"{loop_time:.3f}",
+                     f"{batch_time / steps.sum() * 1e6:.2f} / {loop_time / single_steps * 1e6:.2f}",
+                     f"**{loop_time / batch_time:.1f}x**", f"{agreement:.0e}"])
+    return (f"### Batching: {runs} regression runs, one batched call vs one call each (Diagonal depth 2, Gaussian "
+            "init alpha = 0.5, default options)\n\n"
+            + markdown_table(["d / n", "steps a run: mean / slowest", "batched s", "one call each s",
+                              "us per run-step: batched / each", "throughput ratio (goal >= 10x)",
+                              "max rel. beta difference"], rows)
+            + "\n\nEvery run in a batch keeps its own adaptive steps (lockstep loop), so both sides do the same "
+              "solver work. The ratio is the cost of a run-step inside a batch against one inside a call of its "
+              "own, which carries a fixed cost of about 2-3 ms (input checks, stiffness test, dispatch, result). "
+              "For tiny problems that fixed cost and the per-step loop overhead dominate and batching pays "
+              "many times over; from d ~ 8 on, a batched step is arithmetic-bound on this CPU (the batch costs "
+              "the same per run at 64 or 256 runs) and the ratio falls to a few x.\n")
 
 
 def l1_max_margin(X, y):

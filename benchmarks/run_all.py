@@ -36,11 +36,12 @@ def section_flow_vs_descent() -> str:
     return flow.regression_flow_vs_descent()
 
 
-def section_batching(runs_per_scale: int) -> str:
+def section_batching(runs_per_scale: int, quick: bool) -> str:
     import flow
     import sweep
 
-    return flow.batch_throughput() + "\n" + sweep.compare(runs_per_scale, check=False)
+    batching = flow.batch_throughput(sizes=flow.BATCH_SIZES[:1], runs=8) if quick else flow.batch_throughput()
+    return batching + "\n" + sweep.compare(runs_per_scale, check=False)
 
 
 def section_theory(d: int, n: int, alpha: float, maxiter: int) -> str:
@@ -121,7 +122,7 @@ def main(argv=None):
               + ("" if gpu else "No GPU was available in this session: every number below is CPU-only.\n"))
     sections = []
     steps = [("flow vs GD", lambda: section_flow_vs_descent() if not args.quick else ""),
-             ("batching", lambda: section_batching(4 if args.quick else 16)),
+             ("batching", lambda: section_batching(4 if args.quick else 64, args.quick)),
              ("theory", lambda: section_theory(200, 20, 0.1, 200) if args.quick else section_theory(400, 40, 0.1, 300)),
              ("reference", lambda: section_reference(20_000 if args.quick else 200_000)),
              ("classification", lambda: "" if args.quick else section_classification())]

@@ -19,8 +19,9 @@ SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "descent")
 
 
 class Stats(eqx.Module):
-    """Work done: solver steps (accepted and rejected), evaluations of the gradient (vector field; -1 where an
-    implicit solver's Newton iterations are not counted) and which solver ran (`solver_name`)."""
+    """Work done: solver steps (accepted and rejected), the solver's evaluations of the gradient (vector field;
+    -1 where an implicit solver's Newton iterations are not counted; each recorded checkpoint costs one more,
+    not counted) and which solver ran (`solver_name`)."""
 
     steps: Int[Array, ""]
     accepted_steps: Int[Array, ""]

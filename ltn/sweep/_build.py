@@ -81,6 +81,16 @@ def init_params(net: Network, run: RunSpec):
 
 
 def init_batch(net: Network, runs: list[RunSpec]):
-    """Initial parameters of several runs of one group, stacked along a leading batch axis."""
+    """Initial parameters of several runs of one group, stacked along a leading batch axis (Gaussian inits in one
+    compiled call: eager sampling, run by run, took 2 ms a run)."""
+    if all(run.init.kind == "gaussian" for run in runs):
+        seeds = np.asarray([run.seed for run in runs])
+        scales = np.asarray([run.init.scale for run in runs], dtype=float)
+        return _gaussian_init_batch(net)(seeds, scales)
     singles = [init_params(net, run) for run in runs]
     return tuple(jnp.stack([p[layer] for p in singles]) for layer in range(net.depth))
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_init_batch(net: Network):
+    return jax.jit(jax.vmap(lambda seed, scale: net.init(jax.random.PRNGKey(seed), scale=scale, kind="gaussian")))

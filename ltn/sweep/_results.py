@@ -4,11 +4,14 @@ git revision, devices).
 
 Every write is atomic (a temp file in the same folder, then `os.replace`), and trajectories are written before
 the rows that reference them: `results.csv` is the record of which runs finished, so an interrupted sweep
-restarts exactly where it stopped.
+restarts exactly where it stopped. While a sweep runs, each group's trajectories go to an archive of their own in
+`trajectories.parts/`; the end of the sweep merges them into `trajectories.npz` (readers see both), so the cost of
+writing stays linear in the number of groups.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -24,6 +27,7 @@ import numpy as np
 
 RESULTS = "results.csv"
 TRAJECTORIES = "trajectories.npz"
+PARTS = "trajectories.parts"  # per-group archives of a sweep in progress
 MANIFEST = "manifest.json"
 
 # Columns after the config columns, in order (the results schema).
@@ -107,17 +111,27 @@ def read_rows(folder: str) -> list[dict]:
 
 
 def read_trajectories(folder: str, run_ids=None) -> dict[str, dict[str, np.ndarray]]:
-    """`{run_id: {quantity: array}}` from `trajectories.npz`."""
-    path = os.path.join(folder, TRAJECTORIES)
+    """`{run_id: {quantity: array}}` from `trajectories.npz` and the per-group archives of a sweep that has not
+    finished (those are newer: they win)."""
     out: dict[str, dict[str, np.ndarray]] = {}
-    if not os.path.exists(path):
-        return out
-    with np.load(path) as archive:
-        for run in archive.files:
-            if run_ids is None or run in run_ids:
-                record = archive[run]
-                out[run] = {name: np.asarray(record[name]) for name in record.dtype.names}
+    for path in _archives(folder):
+        with np.load(path) as archive:
+            for run in archive.files:
+                if run_ids is None or run in run_ids:
+                    record = archive[run]
+                    out[run] = {name: np.asarray(record[name]) for name in record.dtype.names}
     return out
+
+
+def _archives(folder: str) -> list[str]:
+    """trajectories.npz (if any), then the parts in the order they were written."""
+    merged = os.path.join(folder, TRAJECTORIES)
+    parts_dir = os.path.join(folder, PARTS)
+    parts = []
+    if os.path.isdir(parts_dir):
+        parts = sorted((os.path.join(parts_dir, name) for name in os.listdir(parts_dir)
+                        if name.endswith(".npz") and not name.startswith(".tmp-")), key=os.path.getmtime)
+    return ([merged] if os.path.exists(merged) else []) + parts
 
 
 def as_record(quantities: dict[str, np.ndarray]) -> np.ndarray:
@@ -138,74 +152,81 @@ class ResultsStore:
         os.makedirs(folder, exist_ok=True)
         self.rows = read_rows(folder)
         self.done = {row["run_id"] for row in self.rows}
-        self._trajectory_path = os.path.join(folder, TRAJECTORIES)
+        self._keys: dict[str, None] = {}  # every key of every row, in first-seen order
+        for row in self.rows:
+            self._keys.update(dict.fromkeys(row))
 
     def append(self, rows: list[dict], trajectories: dict[str, dict[str, np.ndarray]]) -> None:
         """Add one finished group: trajectories first, then the rows (the commit record)."""
         fresh = [row for row in rows if row["run_id"] not in self.done]
         if not fresh:
             return
-        self._write_trajectories({row["run_id"]: trajectories[row["run_id"]] for row in fresh
-                                  if row["run_id"] in trajectories})
+        self._write_part({row["run_id"]: trajectories[row["run_id"]] for row in fresh
+                          if row["run_id"] in trajectories})
         self._write_rows_then_record(fresh)
 
     def _write_rows_then_record(self, fresh: list[dict]) -> None:
         self.rows.extend(fresh)
+        keys = dict(self._keys)
+        for row in fresh:
+            keys.update(dict.fromkeys(row))
         try:
-            self._write_rows(fresh)
+            self._write_rows(fresh, self._columns(keys))
         except BaseException:
             del self.rows[-len(fresh):]  # not on disk: not finished
             raise
+        self._keys = keys
         self.done.update(row["run_id"] for row in fresh)
 
-    def _write_trajectories(self, new: dict[str, dict[str, np.ndarray]]) -> None:
-        """Copy the archive, append the new runs' arrays to the copy (an .npz is a zip of .npy files), then
-        `os.replace` it: atomic, and linear in the new data rather than re-compressing everything."""
-        folder = os.path.dirname(os.path.abspath(self._trajectory_path))
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=TRAJECTORIES)
-        os.close(handle)
+    def _write_part(self, new: dict[str, dict[str, np.ndarray]]) -> None:
+        """One group's trajectories, in an archive of its own (named by its first run: a group recomputed after
+        an interruption replaces its stale archive)."""
+        if not new:
+            return
+        parts_dir = os.path.join(self.folder, PARTS)
+        os.makedirs(parts_dir, exist_ok=True)
+        records = {run: as_record(quantities) for run, quantities in new.items()}
+        _atomic_write(os.path.join(parts_dir, f"{next(iter(new))}.npz"),
+                      lambda stream: np.savez_compressed(stream, **records))
+
+    def merge_trajectories(self) -> None:
+        """Fold the per-group archives into trajectories.npz (one atomic replace), then remove them. Arrays of
+        runs without a row (a group interrupted between its two writes) are dropped."""
+        archives = _archives(self.folder)
+        parts = archives[1:] if os.path.exists(os.path.join(self.folder, TRAJECTORIES)) else archives
+        if not parts:
+            return
+        members: dict[str, tuple[zipfile.ZipFile, zipfile.ZipInfo]] = {}
+        sources = [zipfile.ZipFile(path) for path in archives]
         try:
-            names = {f"{run}.npy" for run in new}
-            if os.path.exists(self._trajectory_path):
-                with zipfile.ZipFile(self._trajectory_path) as archive:
-                    stale = names & set(archive.namelist())
-                if stale:
-                    # Arrays of a group whose rows never got written (an interrupted sweep): copy all but
-                    # those, so every name stays unique.
-                    with zipfile.ZipFile(self._trajectory_path) as source, \
-                            zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as target:
-                        for info in source.infolist():
-                            if info.filename not in stale:
-                                target.writestr(info, source.read(info))
-                else:
-                    shutil.copyfile(self._trajectory_path, temporary)
-            else:
-                os.unlink(temporary)
-            with zipfile.ZipFile(temporary, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-                for run, quantities in new.items():
-                    buffer = io.BytesIO()
-                    np.lib.format.write_array(buffer, as_record(quantities), allow_pickle=False)
-                    archive.writestr(f"{run}.npy", buffer.getvalue())
-            os.replace(temporary, self._trajectory_path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+            for source in sources:
+                for info in source.infolist():
+                    if info.filename.removesuffix(".npy") in self.done:
+                        members[info.filename] = (source, info)
 
-    def _columns(self) -> list[str]:
-        columns: list[str] = []
-        for row in self.rows:
-            for key in row:
-                if key not in columns:
-                    columns.append(key)
-        config_columns = [c for c in columns if c not in OUTCOME_COLUMNS]
-        return config_columns + [c for c in OUTCOME_COLUMNS if c in columns]
+            def write(stream):
+                with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as target:
+                    for source, info in members.values():
+                        target.writestr(info, source.read(info))
 
-    def _write_rows(self, fresh: list[dict]) -> None:
+            _atomic_write(os.path.join(self.folder, TRAJECTORIES), write)
+        finally:
+            for source in sources:
+                source.close()
+        for path in parts:
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(self.folder, PARTS))
+
+    @staticmethod
+    def _columns(keys) -> list[str]:
+        config_columns = [c for c in keys if c not in OUTCOME_COLUMNS]
+        return config_columns + [c for c in OUTCOME_COLUMNS if c in keys]
+
+    def _write_rows(self, fresh: list[dict], columns: list[str]) -> None:
         """Append `fresh` to a copy of results.csv and swap it in (a full rewrite if the columns changed, e.g.
         a folder shared by configs with different fields)."""
         path = os.path.join(self.folder, RESULTS)
-        columns = self._columns()
         header = None
         if os.path.exists(path):
             with open(path, newline="") as stream:

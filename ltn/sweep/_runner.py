@@ -46,8 +46,7 @@ class SweepOutcome:
 
 
 def pad_batch(params0, multiple: int):
-    """Repeat the first member so the batch size is a multiple of `multiple` (the device count). The first
-    member is the largest scale, so padding never makes the batch stiffer."""
+    """Repeat the first member so the batch size is a multiple of `multiple` (the device count)."""
     size = params0[0].shape[0]
     extra = (-size) % multiple
     if extra == 0:
@@ -108,8 +107,8 @@ def solve_group(runs: list[RunSpec], *, shard: bool = True):
 
 def _flow_by_scale(net, problem, params0, scales, loss, options, devices):
     """One `gradient_flow` call per initial scale (all with the same compile when the sub-batches have equal
-    sizes, as in a grid). A regression batch is one stacked ODE with a shared step size, so runs of very
-    different scales, hence time scales, would hold each other to the fastest one."""
+    sizes, as in a grid). `solver="auto"` picks one solver per call from the stiffness of its first run, and the
+    scale is what makes a run stiff (large scales are lazy), so each scale gets its own choice."""
     order = np.argsort(scales, kind="stable")
     scales = np.asarray(scales)[order]
     parts = []
@@ -215,6 +214,7 @@ def run_sweep(sweeps: SweepSpec | list[SweepSpec], out_dir: str, *, progress: bo
             computed += len(todo)
             groups += 1
             bar.update(len(todo))
+    store.merge_trajectories()
     by_id = {row["run_id"]: row for row in store.rows}
     rows = [by_id[i] for i in ids if i in by_id]
     return SweepOutcome(out_dir=os.fspath(out_dir), rows=rows, runs_total=len(runs), runs_computed=computed,

@@ -34,6 +34,9 @@ SOLVERS = ("auto", *EXPLICIT_SOLVERS, *IMPLICIT_SOLVERS)
 # `solver="auto"` picks the implicit Kvaerno5 for regression when the linearised flow at the start is stiff:
 # cond(J J^T) above this (J the Jacobian of the outputs); such runs are lazy, and their rates span cond(J J^T).
 STIFF_CONDITION = 1e4
+# ... but only for networks with at most this many parameters: Kvaerno5 factorises the dense Jacobian of the
+# parameters (a 2700-parameter fully connected net took minutes per run), where Tsit5 takes milliseconds a step.
+IMPLICIT_MAX_PARAMS = 1000
 # Gauss-Legendre nodes for the reconstruction of original time between checkpoints (classification).
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
 
@@ -48,6 +51,7 @@ class FlowOptions:
     max_steps: int = 100_000
     t_max: float | None = None
     gtol: float = 1e-10
+    xtol: float = 1e-10
     target_log_loss: float | None = None
     target_norm: float | None = None
     checkpoints: int = 128
@@ -58,7 +62,7 @@ class FlowOptions:
             return
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        for name in ("rtol", "atol", "gtol"):
+        for name in ("rtol", "atol", "gtol", "xtol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
@@ -77,12 +81,14 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     `params0` is one initialisation or a batch (every layer with the same leading axis); a batch is solved under
     one compile. Regression with an explicit pair runs the batch in lockstep (one loop; every run keeps its own
     step sizes and error control, so it takes the steps it would take alone); classification and implicit
-    solvers vmap `diffeqsolve` (each run stops at its own target). Options (see `FlowOptions`): `solver` ("auto", "tsit5", "dopri5", "dopri8",
-    "kvaerno5", "kvaerno3"), `rtol`/`atol` of the step-size controller, `max_steps` and `t_max` budgets (a
-    status, never an exception), `gtol` (regression: stop when `||grad L|| <= gtol * ||X||_2 ||y|| ||theta||^(L-1)`,
-    a scale-free steady state), `target_log_loss` / `target_norm` (classification stops, located exactly by root
-    finding), `checkpoints` (number of geometrically spaced records), `reparametrize` (classification: integrate
-    the rescaled, well-conditioned path; False integrates plain time, for checks on short horizons).
+    solvers vmap `diffeqsolve` (each run stops at its own target). Options (see `FlowOptions`): `solver`
+    ("auto", "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3"), `rtol`/`atol` of the step-size controller,
+    `max_steps` and `t_max` budgets (a status, never an exception), `gtol` and `xtol` (regression stops when
+    `||grad L|| <= gtol * ||X||_2 ||y|| ||theta||^(L-1)`, a scale-free steady state, or when the Gauss-Newton
+    estimate of the change of beta still to come, `||dbeta[J^+ r]||`, is at most `xtol * ||beta||`),
+    `target_log_loss` / `target_norm` (classification stops, located exactly by root finding), `checkpoints`
+    (number of geometrically spaced records), `reparametrize` (classification: integrate the rescaled,
+    well-conditioned path; False integrates plain time, for checks on short horizons).
     """
     task = task_of(loss)
     X, y = check_problem_arrays(net, X, y, task)
@@ -94,31 +100,35 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     if task == "classification" and opts.target_log_loss is None and opts.target_norm is None:
         opts = dataclasses.replace(opts, target_log_loss=-100.0)
     result = _solve(net, loss, opts, params0, X, y)
-    if auto and task == "regression" and opts.solver in EXPLICIT_SOLVERS:
+    if auto and task == "regression" and opts.solver in EXPLICIT_SOLVERS and net.num_params <= IMPLICIT_MAX_PARAMS:
         # An explicit solver that used up max_steps on a regression run was stiff there (near its limit the
         # step stays at the stability bound and step noise keeps the gradient above the steady-state level):
-        # those runs are solved again, from the start, with the L-stable Kvaerno5. Stats say which solver ran.
+        # those runs are solved again, from the start, with the L-stable Kvaerno5, whose result replaces the
+        # first one where it converged. Stats say which solver ran.
         stalled = np.flatnonzero((np.asarray(result.status) == BUDGET_EXHAUSTED)
                                  & (np.asarray(result.stats.steps) >= opts.max_steps))
         if stalled.size:
             subset = jax.tree_util.tree_map(lambda leaf: leaf[stalled], params0)
             again = _solve(net, loss, dataclasses.replace(opts, solver="kvaerno5"), subset, X, y)
-            result = jax.tree_util.tree_map(lambda full, part: full.at[stalled].set(part), result, again)
+            better = stalled[np.asarray(again.status) == CONVERGED]
+            again = jax.tree_util.tree_map(lambda leaf: leaf[np.asarray(again.status) == CONVERGED], again)
+            result = jax.tree_util.tree_map(lambda full, part: full.at[better].set(part), result, again)
     return result if batched else first_run(result)
 
 
 def _solve(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> FlowResult:
-    static = dataclasses.replace(opts, rtol=None, atol=None, gtol=None, t_max=None, target_log_loss=None,
-                                 target_norm=None)
+    static = dataclasses.replace(opts, rtol=None, atol=None, gtol=None, xtol=None, t_max=None,
+                                 target_log_loss=None, target_norm=None)
     dynamic = jnp.asarray([opts.rtol, opts.atol, opts.gtol, jnp.nan if opts.t_max is None else opts.t_max,
                            -jnp.inf if opts.target_log_loss is None else opts.target_log_loss,
-                           jnp.inf if opts.target_norm is None else opts.target_norm])
+                           jnp.inf if opts.target_norm is None else opts.target_norm, opts.xtol])
     return _compiled_flow(net, loss, static)(params0, X, y, dynamic)
 
 
 def choose_solver(net: Network, params0, X, y, task: str) -> str:
-    """Kvaerno5 for regression runs whose linearised flow is stiff at the start, Tsit5 otherwise."""
-    if task != "regression":
+    """Kvaerno5 for regression runs whose linearised flow is stiff at the start (networks of at most
+    IMPLICIT_MAX_PARAMS parameters), Tsit5 otherwise."""
+    if task != "regression" or net.num_params > IMPLICIT_MAX_PARAMS:
         return "tsit5"
     return "kvaerno5" if bool(_stiff_start(net)(params0, X)) else "tsit5"
 
@@ -177,9 +187,26 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         return nonfinite(jax.tree_util.tree_leaves((params, vector_field(0.0, params, args))))
 
     def steady_scale(params, tolerances):
-        """Regression stops when ||grad L|| falls below this (tolerances[6] holds ||X||_2 ||y||, computed once
+        """Regression stops when ||grad L|| falls below this (tolerances[7] holds ||X||_2 ||y||, computed once
         per solve: an SVD per step would dominate the cost)."""
-        return tolerances[2] * tolerances[6] * jnp.maximum(tree_norm(params), 1e-300) ** (depth - 1)
+        return tolerances[2] * tolerances[7] * jnp.maximum(tree_norm(params), 1e-300) ** (depth - 1)
+
+    def settled(params, X, y, tolerances):
+        """Regression also stops when the Gauss-Newton estimate of the change of beta still to come is small:
+        `||dbeta[J^+ r]|| <= xtol ||beta||` (J: Jacobian of the outputs, r: residuals). Near the limit the flow's
+        remaining displacement is `-J^+ r` to first order. Unlike `||grad L||` it ignores the step noise of an
+        explicit solver held at its stability bound by a stiff run: that noise lies in directions of large
+        curvature, where `J^+` divides it down while the gradient multiplies it up (measured: Tsit5 ends 1e-11
+        from the limit, gradient stuck above gtol 1e-12 for 300000 steps). Measured in beta, not theta, because
+        at large scales a small relative move of theta is a large one of beta."""
+        flat, unravel = ravel_pytree(params)
+        residual, pullback = jax.vjp(lambda v: net.apply(unravel(v), X) - y, flat)
+        # Rows of J one at a time (lax.map, not jacrev's vmap): a second batch axis on top of the batch of runs
+        # hits an XLA CPU layout bug in FFTs (Convolutional nets: RET_CHECK in fft_thunk.cc).
+        J = jax.lax.map(lambda e: pullback(e)[0], jnp.eye(X.shape[0], dtype=flat.dtype))
+        step = jnp.linalg.lstsq(J, residual)[0]
+        beta, change = jax.jvp(lambda v: net.beta(unravel(v)), (flat,), (step,))
+        return jnp.linalg.norm(change) <= tolerances[6] * jnp.linalg.norm(beta)
 
     def with_data_scale(X, y, tolerances):
         return jnp.concatenate([tolerances, (jnp.linalg.norm(X, 2) * jnp.linalg.norm(y))[None]])
@@ -219,7 +246,9 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         t_max, save_ts = jax.vmap(lambda n: time_grid(n, tolerances))(natural)
         end = lockstep_solve(field, finished, lambda t, v: checkpoint(t, unravel(v), args), Y0, solver=solver,
                              rtol=tolerances[0], atol=tolerances[1], t_max=t_max, save_ts=save_ts,
-                             max_steps=opts.max_steps)
+                             max_steps=opts.max_steps,
+                             settled=jax.vmap(lambda v: settled(unravel(v), X, y, tolerances)),
+                             settle_every=max(8, 2 * X.shape[0]))  # n backward passes a test: ~0.5 per step
         params = unflatten(end.y)
         final = jax.vmap(checkpoint, in_axes=(0, 0, None))(end.t, params, args)
         # log L = -inf is a regression run that interpolates exactly, not a failure.
@@ -240,7 +269,8 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
     def steady_or_broken(t, y, args, **kwargs):
         X, labels, tolerances = args
         grad = jax.grad(objective.value)(y, X, labels)
-        return (jnp.sqrt(tree_dot(grad, grad)) <= steady_scale(y, tolerances)) | broken(y, args)
+        steady = jnp.sqrt(tree_dot(grad, grad)) <= steady_scale(y, tolerances)
+        return steady | settled(y, X, labels, tolerances) | broken(y, args)
 
     def is_broken(t, y, args, **kwargs):
         return broken(y, args)

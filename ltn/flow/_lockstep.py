@@ -71,12 +71,15 @@ def lockstep_solve(
     t_max: Float[Array, " batch"],
     save_ts: Float[Array, "batch k"],
     max_steps: int,
+    settled: Callable | None = None,
+    settle_every: int = 1,
 ) -> Lockstep:
     """Integrate `dy/dt = field(y)` (batched: `field` maps `(batch, p) -> (batch, p)`) for every run until
     `finished(y, f)` (per run, at accepted points, `f = field(y)`), `t_max`, `max_steps` or a failure.
     `record(t, y)` (per run) is saved at `save_ts` (increasing per run, `save_ts[:, 0] == 0`) from the dense
     output of the step that crosses each time. Error control per run: RMS of the error scaled by
-    `atol + rtol * max(|y0|, |y1|)`, as diffrax's `PIDController`."""
+    `atol + rtol * max(|y0|, |y1|)`, as diffrax's `PIDController`. `settled(y)` is a second, costlier stopping
+    test (per run, batched like `field`), tried at accepted points every `settle_every` loop iterations."""
     tableau = solver.tableau
     assert tableau.fsal, "lockstep_solve needs a first-same-as-last pair"
     error_order = solver.order(None) + 1
@@ -129,7 +132,8 @@ def lockstep_solve(
 
         return jax.lax.while_loop(lambda c: jnp.any(due(c[0])), save_one, (s.next_save, s.records))
 
-    def step(s: _Loop) -> _Loop:
+    def step(carry):
+        s, iteration = carry
         active = s.stop == RUNNING
         h = jnp.minimum(s.h, s.t_max - s.t)
         hh = h[:, None]
@@ -150,16 +154,24 @@ def lockstep_solve(
         next_save, records = save_crossed(s, t1, y1, k, accept)
         t = jnp.where(accept, t1, s.t)
         steps = s.steps + active
-        stop = jnp.where(accept & finished(y1, f1), FINISHED, s.stop)
+        done = finished(y1, f1)
+        if settled is not None:
+            done = done | jax.lax.cond((iteration % settle_every == 0) & jnp.any(accept), settled,
+                                       lambda y: jnp.zeros(y.shape[0], bool), y1)
+        stop = jnp.where(accept & done, FINISHED, s.stop)
         stop = jnp.where((stop == RUNNING) & active & (t >= s.t_max), TIME_BUDGET, stop)
         stop = jnp.where((stop == RUNNING) & active & ~accept & (s.t + h * factor == s.t), STEP_UNDERFLOW, stop)
         stop = jnp.where((stop == RUNNING) & (steps >= max_steps), STEP_BUDGET, stop)
         return s._replace(t=t, h=jnp.where(active, h * factor, s.h), y=jnp.where(accept[:, None], y1, s.y),
                           f=jnp.where(accept[:, None], f1, s.f), stop=stop, steps=steps,
-                          accepted=s.accepted + accept, next_save=next_save, records=records)
+                          accepted=s.accepted + accept, next_save=next_save, records=records), iteration + 1
 
     def running(s: _Loop):
         return jnp.sum(s.stop == RUNNING)
+
+    def run_until(state, iteration, left: int):
+        """Step until at most `left` runs are still running."""
+        return jax.lax.while_loop(lambda c: running(c[0]) > left, step, (state, iteration))
 
     zeros = jnp.zeros(batch, dtype=int)
     state = _Loop(t=jnp.zeros(batch, y0.dtype), h=h, y=y0, f=f0, stop=stop, steps=zeros, accepted=zeros,
@@ -169,14 +181,15 @@ def lockstep_solve(
     # TAIL_LANES runs are left, they are gathered into a batch of that size (one more loop to compile, ~2 s,
     # hence only for large batches).
     lanes = [batch, TAIL_LANES] if batch >= 4 * TAIL_LANES else [batch]
+    iteration = jnp.zeros((), int)
     for width, next_width in zip(lanes, lanes[1:] + [0]):
         if width == batch:
-            state = jax.lax.while_loop(lambda s: running(s) > next_width, step, state)
+            state, iteration = run_until(state, iteration, next_width)
             continue
         index = jnp.nonzero(state.stop == RUNNING, size=width, fill_value=batch)[0]
         lane = jax.tree_util.tree_map(lambda leaf: leaf[jnp.minimum(index, batch - 1)], state)
         lane = lane._replace(stop=jnp.where(index < batch, lane.stop, PADDING))
-        lane = jax.lax.while_loop(lambda s: running(s) > next_width, step, lane)
+        lane, iteration = run_until(lane, iteration, next_width)
         state = jax.tree_util.tree_map(lambda full, part: full.at[index].set(part, mode="drop"), state, lane)
     return Lockstep(t=state.t, y=state.y, f=state.f, stop=state.stop, steps=state.steps, accepted=state.accepted,
                     records=jax.tree_util.tree_map(lambda leaf: leaf[:, :slots], state.records))

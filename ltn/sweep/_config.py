@@ -105,6 +105,7 @@ class SolverSpec:
     max_steps: int = FlowOptions.max_steps
     t_max: float | None = None
     gtol: float = FlowOptions.gtol
+    xtol: float = FlowOptions.xtol
     target_log_loss: float | None = None
     target_norm: float | None = None
     checkpoints: int = 64
@@ -113,8 +114,8 @@ class SolverSpec:
     step_scaling: str = "none"
 
     def flow_options(self) -> dict:
-        names = ("solver", "rtol", "atol", "max_steps", "t_max", "gtol", "target_log_loss", "target_norm",
-                 "checkpoints")
+        names = ("solver", "rtol", "atol", "max_steps", "t_max", "gtol", "xtol", "target_log_loss",
+                 "target_norm", "checkpoints")
         return {name: getattr(self, name) for name in names}
 
     def descent_options(self) -> dict:
@@ -227,6 +228,7 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "max_steps": _Field("int", SolverSpec.max_steps, minimum=1),
         "t_max": _Field("float", None, positive=True),
         "gtol": _Field("float", SolverSpec.gtol, positive=True),
+        "xtol": _Field("float", SolverSpec.xtol, positive=True),
         "target_log_loss": _Field("float", None),
         "target_norm": _Field("float", None, positive=True),
         "checkpoints": _Field("int", SolverSpec.checkpoints, minimum=2),
@@ -249,7 +251,7 @@ _NETWORK_KEYS = {"diagonal": {"depth"}, "fully_connected": {"depth", "widths", "
                  "convolutional": {"depth", "filter_size"}, "odeco": {"depth", "basis", "seed"},
                  "tensor": {"path"}}
 _DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
-_FLOW_ONLY = ("rtol", "atol", "t_max")
+_FLOW_ONLY = ("rtol", "atol", "t_max", "xtol")
 
 
 def _did_you_mean(key: str, options) -> str:

@@ -136,6 +136,8 @@ def _resolve(experiment: ExperimentSpec, values: dict, seed: int, problems: list
         for key in ("target_log_loss", "target_norm"):
             if key in flow:
                 problem(f"flow.{key}", "is a classification stop; regression stops at a steady state (gtol)")
+    elif "xtol" in flow:
+        problem("flow.xtol", "is a regression stop; classification stops at target_log_loss or target_norm")
 
     init = sections["init"]
     if len(problems) > fail:

@@ -166,18 +166,31 @@ def test_budget_exhausted_returns_partial_result(budget):
     assert float(result.final.log_loss) < float(result.trajectory.checkpoints.log_loss[0])
 
 
-def test_auto_falls_back_to_implicit_solver_on_stiff_regression():
-    """A large Gaussian init at depth 3: Tsit5 stalls at the stability bound near the limit (budget used up);
-    `solver="auto"` solves those runs again with Kvaerno5, which lands on the exact prediction."""
+def test_stiff_regression_stops_on_remaining_distance_or_falls_back_to_implicit(monkeypatch):
+    """A large Gaussian init at depth 3 is stiff near its limit: Tsit5 sits at its stability bound and its step
+    noise keeps ||grad L|| above the gtol stop. The Gauss-Newton distance test (xtol) is immune to that noise and
+    stops it at the limit. With that test off, Tsit5 uses up its budget and `solver="auto"` solves the run again
+    with Kvaerno5 (unless the network is too large for Kvaerno5's dense Jacobian)."""
     problem = sparse_regression(seed=0, n=6, d=12, sparsity=2)
     net = ltn.Diagonal(d=12, depth=3)
     params0 = net.init(jax.random.PRNGKey(0), scale=10.0)
-    stalled = ltn.gradient_flow(net, params0, problem.X, problem.y, solver="tsit5", max_steps=10_000)
-    assert stalled.status_name == "budget_exhausted" and stalled.stats.solver_name == "tsit5"
-    result = ltn.gradient_flow(net, params0, problem.X, problem.y, max_steps=10_000)
-    assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
     predicted = ltn.predict(net, problem.X, problem.y, "squared", init=params0).beta
-    assert float(jnp.linalg.norm(result.beta - predicted) / jnp.linalg.norm(predicted)) <= 1e-8  # measured 9e-11
+
+    def error(result):
+        return float(jnp.linalg.norm(result.beta - predicted) / jnp.linalg.norm(predicted))
+
+    settled = ltn.gradient_flow(net, params0, problem.X, problem.y, solver="tsit5", max_steps=10_000)
+    assert settled.status_name == "converged" and int(settled.stats.steps) < 2000  # measured 1057 steps
+    assert error(settled) <= 1e-8  # measured 6.6e-11
+    no_xtol = {"max_steps": 10_000, "xtol": 1e-300}
+    stalled = ltn.gradient_flow(net, params0, problem.X, problem.y, solver="tsit5", **no_xtol)
+    assert stalled.status_name == "budget_exhausted" and stalled.stats.solver_name == "tsit5"
+    result = ltn.gradient_flow(net, params0, problem.X, problem.y, **no_xtol)
+    assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
+    assert error(result) <= 1e-8  # measured 9e-11
+    monkeypatch.setattr(_gradient_flow, "IMPLICIT_MAX_PARAMS", net.num_params - 1)
+    kept = ltn.gradient_flow(net, params0, problem.X, problem.y, **no_xtol)
+    assert kept.status_name == "budget_exhausted" and kept.stats.solver_name == "tsit5"
 
 
 def test_nonfinite_is_a_status():

@@ -25,10 +25,11 @@ def never(Y, F):
     return jnp.zeros(Y.shape[0], bool)
 
 
-def solve(Y0, t_max, save_ts, finished=never, max_steps=10_000, solver=diffrax.Tsit5(), field=linear_field):
+def solve(Y0, t_max, save_ts, finished=never, max_steps=10_000, solver=diffrax.Tsit5(), field=linear_field,
+          settled=None, settle_every=1):
     return jax.jit(lambda Y0, t_max, save_ts: lockstep_solve(
         field, finished, lambda t, y: y, Y0, solver=solver, rtol=RTOL, atol=ATOL, t_max=t_max, save_ts=save_ts,
-        max_steps=max_steps))(Y0, t_max, save_ts)
+        max_steps=max_steps, settled=settled, settle_every=settle_every))(Y0, t_max, save_ts)
 
 
 def exact(y0, t):
@@ -87,3 +88,15 @@ def test_stops_budgets_and_failures():
     assert int(timed.stop[0]) == TIME_BUDGET and float(timed.t[0]) == 1e3  # lands exactly on t_max
     assert np.all(np.isinf(np.asarray(end.records[0, 2])))  # stopped before t = 1e3: that record stays inf
     np.testing.assert_allclose(end.records[0, 1], exact(y0[0], 1.0), rtol=1e-9)
+
+
+def test_costly_stop_is_tried_every_few_iterations():
+    """`settled` stops a run like `finished` does, but only on the iterations it is tried (every 7th here)."""
+    y0 = jnp.ones((2, 4))
+    save_ts = jnp.broadcast_to(jnp.asarray([0.0, 1e3]), (2, 2))
+    small = lambda Y, *_: jnp.linalg.norm(Y, axis=1) < 1e-3
+    cheap = solve(y0, jnp.full(2, 1e3), save_ts, finished=small)
+    costly = solve(y0, jnp.full(2, 1e3), save_ts, settled=small, settle_every=7)
+    assert np.all(np.asarray(costly.stop) == FINISHED)
+    first, tried = int(cheap.steps[0]), int(costly.steps[0])  # measured 463 and 463
+    assert first <= tried < first + 7 and tried % 7 == 1  # iterations 0, 7, 14, ... end steps 1, 8, 15, ...

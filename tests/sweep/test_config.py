@@ -64,6 +64,8 @@ def test_missing_required_sections(tmp_path):
      "odeco over C only"),
     (BASE + 'flow = { learning_rate = 0.1 }\n', "set solver = 'descent'"),
     (BASE + 'flow = { target_norm = 10.0 }\n', "classification stop"),
+    (BASE.replace('"regression"', '"classification"').replace('"sparse_gaussian"', '"separable"')
+     + 'flow = { xtol = 1e-8 }\n', "is a regression stop"),
     (BASE.replace("d = 8 }", "d = 8, margin = 0.2 }"), "not used by data kind 'sparse_gaussian'"),
     (BASE.replace('"diagonal", depth = 2', '"fully_connected", widths = [3], depth = 3'), "disagrees with widths"),
     (BASE + "seeds = [1, 1]\n", "must not repeat seeds"),

@@ -241,6 +241,7 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         def finished(Y, F):  # ||F|| = ||grad L||: the steady state, tested at accepted points for free (FSAL)
             return jnp.linalg.norm(F, axis=1) <= jax.vmap(lambda v: steady_scale(v, tolerances))(Y)
 
+        settle_every = max(16, 8 * X.shape[0])  # a distance test costs n backward passes and a solve
         Y0 = flatten(params0)
         natural = jax.vmap(natural_time)(Y0, field(Y0))
         t_max, save_ts = jax.vmap(lambda n: time_grid(n, tolerances))(natural)
@@ -248,7 +249,7 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
                              rtol=tolerances[0], atol=tolerances[1], t_max=t_max, save_ts=save_ts,
                              max_steps=opts.max_steps,
                              settled=jax.vmap(lambda v: settled(unravel(v), X, y, tolerances)),
-                             settle_every=max(8, 2 * X.shape[0]))  # n backward passes a test: ~0.5 per step
+                             settle_every=settle_every)
         params = unflatten(end.y)
         final = jax.vmap(checkpoint, in_axes=(0, 0, None))(end.t, params, args)
         # log L = -inf is a regression run that interpolates exactly, not a failure.
@@ -257,8 +258,10 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         status = jnp.where(is_broken, NONFINITE, jnp.where(end.stop == FINISHED, CONVERGED, jnp.where(
             end.stop == STEP_UNDERFLOW, SOLVER_FAILED, BUDGET_EXHAUSTED)))
         # Evaluations: per step, the pair's stages but the first (FSAL); at the start f(y0) and one more for the
-        # initial step size. Records (one evaluation per checkpoint) are not part of the solve.
-        grad_evals = evaluations_per_step(solver) * end.steps + 2
+        # initial step size; n backward passes per distance test. Records (one evaluation per checkpoint) are
+        # not part of the solve.
+        distance_tests = (end.steps + settle_every - 1) // settle_every
+        grad_evals = evaluations_per_step(solver) * end.steps + 2 + X.shape[0] * distance_tests
         records = end.records
         log_time = jnp.where(records.time > 0, jnp.log(records.time), -jnp.inf)
         return jax.vmap(result)(params, records, final, jnp.log(end.t), log_time, status, end.steps, end.accepted,

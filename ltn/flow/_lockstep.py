@@ -28,12 +28,11 @@ PADDING = -1  # an empty lane of a phase (never written back)
 
 
 class Lockstep(NamedTuple):
-    """End state of a batch: per run, its time, state and vector field there, why it stopped, step counts, and
-    the records saved at its requested times (`inf` where a run stopped before a time)."""
+    """End state of a batch: per run, its time and state, why it stopped, step counts, and the records saved at
+    its requested times (`inf` where a run stopped before a time)."""
 
     t: Float[Array, " batch"]
     y: Float[Array, "batch p"]
-    f: Float[Array, "batch p"]
     stop: Int[Array, " batch"]
     steps: Int[Array, " batch"]
     accepted: Int[Array, " batch"]
@@ -180,16 +179,15 @@ def lockstep_solve(
     # others) would keep paying for the whole batch. So a large batch runs in two phases: once at most
     # TAIL_LANES runs are left, they are gathered into a batch of that size (one more loop to compile, ~2 s,
     # hence only for large batches).
-    lanes = [batch, TAIL_LANES] if batch >= 4 * TAIL_LANES else [batch]
     iteration = jnp.zeros((), int)
-    for width, next_width in zip(lanes, lanes[1:] + [0]):
-        if width == batch:
-            state, iteration = run_until(state, iteration, next_width)
-            continue
-        index = jnp.nonzero(state.stop == RUNNING, size=width, fill_value=batch)[0]
+    if batch < 4 * TAIL_LANES:
+        state, _ = run_until(state, iteration, 0)
+    else:
+        state, iteration = run_until(state, iteration, TAIL_LANES)
+        index = jnp.nonzero(state.stop == RUNNING, size=TAIL_LANES, fill_value=batch)[0]
         lane = jax.tree_util.tree_map(lambda leaf: leaf[jnp.minimum(index, batch - 1)], state)
         lane = lane._replace(stop=jnp.where(index < batch, lane.stop, PADDING))
-        lane, iteration = run_until(lane, iteration, next_width)
+        lane, _ = run_until(lane, iteration, 0)
         state = jax.tree_util.tree_map(lambda full, part: full.at[index].set(part, mode="drop"), state, lane)
-    return Lockstep(t=state.t, y=state.y, f=state.f, stop=state.stop, steps=state.steps, accepted=state.accepted,
+    return Lockstep(t=state.t, y=state.y, stop=state.stop, steps=state.steps, accepted=state.accepted,
                     records=jax.tree_util.tree_map(lambda leaf: leaf[:, :slots], state.records))

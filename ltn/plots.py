@@ -397,13 +397,15 @@ def plot_certificates(rows, path: str, title: str) -> str | None:
     if len({float(f"{r['final_log_loss']:.6g}") for r in mine if np.isfinite(r["final_log_loss"])}) < 2:
         return None
     plt = _pyplot()
-    labels = list(dict.fromkeys(f"{r['experiment']}, L={r['network.depth']}, k={r['network.filter_sizes']}"
-                                for r in mine))
+
+    def label_of(r):
+        return f"{r['experiment']}, L={r['network.depth']}, k={r['network.filter_sizes']}"
+
+    labels = list(dict.fromkeys(label_of(r) for r in mine))
     colours = plt.cm.tab10(np.arange(len(labels)) % 10)
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     for colour, label in zip(colours, labels):
-        points = sorted((-r["final_log_loss"], r["certificate"]) for r in mine
-                        if f"{r['experiment']}, L={r['network.depth']}, k={r['network.filter_sizes']}" == label)
+        points = sorted((-r["final_log_loss"], r["certificate"]) for r in mine if label_of(r) == label)
         xs, ys = zip(*points)
         axis.loglog(xs, np.maximum(ys, 1e-16), "o-", color=colour, ms=4, label=label)
     axis.set_xlabel("-log L at the checkpoint (flow run to that target)")

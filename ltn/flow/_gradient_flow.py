@@ -110,9 +110,9 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
         if stalled.size:
             subset = jax.tree_util.tree_map(lambda leaf: leaf[stalled], params0)
             again = _solve(net, loss, dataclasses.replace(opts, solver="kvaerno5"), subset, X, y)
-            better = stalled[np.asarray(again.status) == CONVERGED]
-            again = jax.tree_util.tree_map(lambda leaf: leaf[np.asarray(again.status) == CONVERGED], again)
-            result = jax.tree_util.tree_map(lambda full, part: full.at[better].set(part), result, again)
+            converged = np.asarray(again.status) == CONVERGED
+            again = jax.tree_util.tree_map(lambda leaf: leaf[converged], again)
+            result = jax.tree_util.tree_map(lambda full, part: full.at[stalled[converged]].set(part), result, again)
     return result if batched else first_run(result)
 
 

@@ -196,6 +196,21 @@ class ResultsStore:
         parts = archives[1:] if os.path.exists(os.path.join(self.folder, TRAJECTORIES)) else archives
         if not parts:
             return
+        if len(archives) == 1 and self._all_done(parts[0]):  # one group and nothing before it: keep its archive
+            os.replace(parts[0], os.path.join(self.folder, TRAJECTORIES))
+        else:
+            self._merge(archives)
+        for path in parts:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(self.folder, PARTS))
+
+    def _all_done(self, path: str) -> bool:
+        with zipfile.ZipFile(path) as archive:
+            return all(name.removesuffix(".npy") in self.done for name in archive.namelist())
+
+    def _merge(self, archives: list[str]) -> None:
         members: dict[str, tuple[zipfile.ZipFile, zipfile.ZipInfo]] = {}
         sources = [zipfile.ZipFile(path) for path in archives]
         try:
@@ -213,10 +228,6 @@ class ResultsStore:
         finally:
             for source in sources:
                 source.close()
-        for path in parts:
-            os.unlink(path)
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(self.folder, PARTS))
 
     @staticmethod
     def _columns(keys) -> list[str]:

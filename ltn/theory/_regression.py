@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
 from ..networks import Network
@@ -159,20 +160,20 @@ def odeco_regression_limit(net: Network, X: Float[Array, "n d"], y: Float[Array,
     return RegressionSolution(beta, rho, lam, residual, steps, status)
 
 
-def _flat_jacobian(net: Network, params, X) -> Float[Array, "n p"]:
-    return _compiled_flat_jacobian(net)(tuple(params), X)
-
-
 @functools.lru_cache(maxsize=64)
-def _compiled_flat_jacobian(net: Network):
-    """`d f(X) / d theta` as an (n, p) matrix, compiled once per network: the eager Jacobian took 26 ms a call,
-    most of a sweep's theory checks."""
+def _compiled_lazy_limit(net: Network):
+    """The lazy limit's beta and the Gram matrix `J J^T` it inverts, compiled once per network (eager, the
+    Jacobian alone took 26 ms a call, most of a sweep's theory checks)."""
 
-    def flat_jacobian(params, X):
-        jac = jax.jacrev(lambda p: net.apply(p, X))(params)
-        return jnp.concatenate([j.reshape(X.shape[0], -1) for j in jac], axis=1)
+    def lazy(params, X, y):
+        flat, unravel = ravel_pytree(params)
+        jac = jax.jacrev(lambda v: net.apply(unravel(v), X))(flat)
+        gram = jac @ jac.T
+        step = unravel(jac.T @ jnp.linalg.solve(gram, y - net.apply(params, X)))
+        beta0, beta_step = jax.jvp(net.beta, (params,), (step,))
+        return beta0 + beta_step, gram
 
-    return jax.jit(flat_jacobian)
+    return jax.jit(lazy)
 
 
 def lazy_limit(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], init) -> Float[Array, " d"]:
@@ -182,21 +183,13 @@ def lazy_limit(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], init
     `beta(theta_0) + D beta(theta_0)[theta - theta_0]`; that predictor is returned (it interpolates exactly).
     For a depth-1 network f is linear in theta, so this is the flow's exact limit.
     """
-    params = net.check_params(init)
-    X = jnp.asarray(X)
-    J = _flat_jacobian(net, params, X)
-    gram = J @ J.T
-    scale = jnp.trace(gram)
-    if not bool(jnp.isfinite(scale)) or scale == 0 or np.linalg.cond(np.asarray(gram)) > 1e13:
+    params = tuple(jnp.asarray(p) for p in net.check_params(init))
+    beta, gram = _compiled_lazy_limit(net)(params, jnp.asarray(X), jnp.asarray(y, dtype=jnp.result_type(float)))
+    gram = np.asarray(gram)
+    if not (np.all(np.isfinite(gram)) and np.trace(gram) > 0) or np.linalg.cond(gram) > 1e13:
         raise ValueError("init: the lazy prediction needs J J^T invertible at the initialisation (J = df(X)/dtheta); "
-                         f"its condition number is {np.linalg.cond(np.asarray(gram)):.1e} here")
-    coefficients = jnp.linalg.solve(gram, jnp.asarray(y) - net.apply(params, X))
-    flat_step = J.T @ coefficients
-    sizes = [int(np.prod(p.shape)) for p in params]
-    pieces = jnp.split(flat_step, np.cumsum(sizes)[:-1])
-    step = tuple(piece.reshape(p.shape) for piece, p in zip(pieces, params))
-    beta0, beta_step = jax.jvp(net.beta, (params,), (step,))
-    return beta0 + beta_step
+                         f"its condition number is {np.linalg.cond(gram):.1e} here")
+    return beta
 
 
 def min_norm_interpolant(X: Float[Array, "n d"], y: Float[Array, " n"]) -> Float[Array, " d"]:

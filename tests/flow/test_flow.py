@@ -170,7 +170,8 @@ def test_stiff_regression_stops_on_remaining_distance_or_falls_back_to_implicit(
     """A large Gaussian init at depth 3 is stiff near its limit: Tsit5 sits at its stability bound and its step
     noise keeps ||grad L|| above the gtol stop. The Gauss-Newton distance test (xtol) is immune to that noise and
     stops it at the limit. With that test off, Tsit5 uses up its budget and `solver="auto"` solves the run again
-    with Kvaerno5 (unless the network is too large for Kvaerno5's dense Jacobian)."""
+    with Kvaerno5 (unless the network is too large for Kvaerno5's dense Jacobian). A run stiff at the start gets
+    Kvaerno5 from the outset, also inside a batch of mild runs."""
     problem = sparse_regression(seed=0, n=6, d=12, sparsity=2)
     net = ltn.Diagonal(d=12, depth=3)
     params0 = net.init(jax.random.PRNGKey(0), scale=10.0)
@@ -188,6 +189,17 @@ def test_stiff_regression_stops_on_remaining_distance_or_falls_back_to_implicit(
     result = ltn.gradient_flow(net, params0, problem.X, problem.y, **no_xtol)
     assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
     assert error(result) <= 1e-8  # measured 9e-11
+    # `auto` decides per run: in a batch of a mild run and one stiff at the start (7 of 12 coordinates at 3e-2
+    # give cond(J J^T) > 1e4), each run gets its own solver and exactly the result it gets alone.
+    mild = net.init(jax.random.PRNGKey(1), scale=1.0)
+    stiff = tuple(layer * jnp.where(jnp.arange(12) < 5, 1.0, 3e-2) for layer in net.init(jax.random.PRNGKey(2)))
+    batch = tuple(jnp.stack(pair) for pair in zip(mild, stiff))
+    both = ltn.gradient_flow(net, batch, problem.X, problem.y, max_steps=10_000)
+    assert list(both.stats.solver_name) == ["tsit5", "kvaerno5"] and list(both.status_name) == ["converged"] * 2
+    for i, (params, solver) in enumerate([(mild, "tsit5"), (stiff, "kvaerno5")]):
+        alone = ltn.gradient_flow(net, params, problem.X, problem.y, solver=solver, max_steps=10_000)
+        assert int(both.stats.steps[i]) == int(alone.stats.steps)
+        assert float(jnp.max(jnp.abs(both.beta[i] - alone.beta))) <= 1e-14  # measured 0 (the same program)
     monkeypatch.setattr(_gradient_flow, "IMPLICIT_MAX_PARAMS", net.num_params - 1)
     kept = ltn.gradient_flow(net, params0, problem.X, problem.y, **no_xtol)
     assert kept.status_name == "budget_exhausted" and kept.stats.solver_name == "tsit5"

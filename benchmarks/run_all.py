@@ -1,14 +1,15 @@
 """Every benchmark in one command: `python benchmarks/run_all.py` writes benchmarks/RESULTS.md.
 
-Sections (each figure a ratio of two things measured in this one process, on this machine):
+Sections (each figure a ratio of two things measured on this machine, in this one process; the sweep runner's
+two sides each in a fresh process of their own, so that cold compiles are honest):
 1. gradient flow vs gradient descent to the flow's limit (benchmarks/flow.py: gradient evaluations and time);
 2. a batch of runs in one batched call vs one call per run (benchmarks/flow.py), and the grouped sweep
-   runner vs the same sweep run one at a time (benchmarks/sweep.py);
+   runner vs the same sweep run one at a time, without and with theory checks (benchmarks/sweep.py);
 3. the exact regression prediction: damped Newton on the dual vs SciPy SLSQP on the primal (benchmarks/theory.py);
 4. a reference GD loop written the way published implicit-bias code does it (benchmarks/reference_gd.py: Python
    loop, NumPy, one run at a time) vs ltn's compiled GD and ltn's flow, on the same problem;
 5. classification: direction to the l1 max-margin solution and log-loss reached, flow vs GD (benchmarks/flow.py).
-About 2 minutes on 2 CPU cores. `--quick` shrinks every section (for a smoke test).
+About 3 minutes on 2 CPU cores. `--quick` shrinks every section (for a smoke test).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def section_batching(runs_per_scale: int, quick: bool) -> str:
     import sweep
 
     batching = flow.batch_throughput(sizes=flow.BATCH_SIZES[:1], runs=8) if quick else flow.batch_throughput()
-    return batching + "\n" + sweep.compare(runs_per_scale, check=False)
+    return (batching + "\n" + sweep.compare(runs_per_scale, check=False) + "\n"
+            + sweep.compare(runs_per_scale, check=True))
 
 
 def section_theory(d: int, n: int, alpha: float, maxiter: int) -> str:

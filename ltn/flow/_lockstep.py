@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 SAFETY, FACTOR_MIN, FACTOR_MAX = 0.9, 0.2, 10.0
-TAIL_LANES = 8  # width of the last phase of a large batch (see the end of `lockstep_solve`)
+TAIL_LANES = 8  # the narrowest last phase of a large batch (see the end of `lockstep_solve`)
 
 # Why a run stopped (`Lockstep.stop`): still running, its `finished` test, its time budget, the step budget,
 # a non-finite vector field at its current point, or a step size that no longer moves its time.
@@ -176,15 +176,17 @@ def lockstep_solve(
     state = _Loop(t=jnp.zeros(batch, y0.dtype), h=h, y=y0, f=f0, stop=stop, steps=zeros, accepted=zeros,
                   next_save=jnp.ones(batch, dtype=int), records=records, t_max=t_max, save_ts=save_ts)
     # Runs finish at different times; a long tail of a few slow runs (a stiff run can take 100x the steps of the
-    # others) would keep paying for the whole batch. So a large batch runs in two phases: once at most
-    # TAIL_LANES runs are left, they are gathered into a batch of that size (one more loop to compile, ~2 s,
-    # hence only for large batches).
+    # others) would keep paying for the whole batch. So a large batch runs in two phases: once at most an eighth
+    # of it (at least TAIL_LANES runs) is left, those runs are gathered into a batch of that size (one more loop
+    # to compile, ~3 s, hence only for large batches). An eighth, not fewer: the second phase then starts
+    # earlier (256 Gaussian runs: 5% fewer lane-steps than gathering 8) at a small cost per step.
     iteration = jnp.zeros((), int)
+    lanes = max(TAIL_LANES, batch // 8)
     if batch < 4 * TAIL_LANES:
         state, _ = run_until(state, iteration, 0)
     else:
-        state, iteration = run_until(state, iteration, TAIL_LANES)
-        index = jnp.nonzero(state.stop == RUNNING, size=TAIL_LANES, fill_value=batch)[0]
+        state, iteration = run_until(state, iteration, lanes)
+        index = jnp.nonzero(state.stop == RUNNING, size=lanes, fill_value=batch)[0]
         lane = jax.tree_util.tree_map(lambda leaf: leaf[jnp.minimum(index, batch - 1)], state)
         lane = lane._replace(stop=jnp.where(index < batch, lane.stop, PADDING))
         lane, _ = run_until(lane, iteration, 0)

@@ -107,41 +107,56 @@ def l1_interpolant(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def scale_limits(net: Network, run: RunSpec, params0, X, y) -> dict[str, tuple[str, np.ndarray]]:
-    """The alpha -> 0 and alpha -> inf limits of a regression run, as `{"small"|"large": (name, beta)}`.
+    """The alpha -> 0 and alpha -> inf limits of one regression run, as `{"small"|"large": (name, beta)}`."""
+    (limits,) = group_scale_limits(net, run, tuple(np.asarray(p)[None] for p in params0), X, y)
+    if isinstance(limits, Exception):
+        raise limits
+    return limits
+
+
+def group_scale_limits(net: Network, run: RunSpec, params0, X, y) -> list[dict | Exception]:
+    """`scale_limits` of every run of a group (`params0` with a leading batch axis; the run-dependent limit in one
+    compiled call). A run whose limit cannot be computed gets the exception in its place.
 
     Real odeco networks with the theorem initialisation (eta_bar = 1, so the weights are 1): the l1 (alpha -> 0)
-    and l2 (alpha -> inf) interpolants of rho in z = S x, mapped to beta = S^T rho (docs/theory.md §7).
-    Fully connected: the minimum-l2 interpolant (alpha -> 0) and the linearised flow at this init (alpha -> inf,
-    §8). Other networks: the linearised flow only."""
+    and l2 (alpha -> inf) interpolants of rho in z = S x, mapped to beta = S^T rho (docs/theory.md §7), the same
+    for every run. Fully connected: the minimum-l2 interpolant (alpha -> 0) and the linearised flow at this init
+    (alpha -> inf, §8). Other networks: the linearised flow only."""
     theory = _theory()
-    out: dict[str, tuple[str, np.ndarray]] = {}
+    size = len(np.asarray(params0[0]))
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
     odeco = real_odeco(net) or (net if net.odeco is not None and not _complex_odeco(net) else None)
     if odeco is not None and run.init.kind == "theorem":
         S = np.asarray(odeco.odeco[0], dtype=float)
         Z = X @ S.T
         suffix = "" if S.shape[0] == S.shape[1] and np.array_equal(S, np.eye(S.shape[0])) else " of S x"
-        out["small"] = (f"min l1{suffix} (alpha->0)", S.T @ l1_interpolant(Z, y))
-        out["large"] = (f"min l2{suffix} (alpha->inf)", S.T @ np.linalg.lstsq(Z, y, rcond=None)[0])
-        return out
+        return [{"small": (f"min l1{suffix} (alpha->0)", S.T @ l1_interpolant(Z, y)),
+                 "large": (f"min l2{suffix} (alpha->inf)", S.T @ np.linalg.lstsq(Z, y, rcond=None)[0])}] * size
     from ..networks import FullyConnected
 
     if theory is None:
-        return out
+        return [{} for _ in range(size)]
+    shared: dict[str, tuple[str, np.ndarray]] = {}
     if isinstance(net, FullyConnected) and net.depth > 1:
-        out["small"] = ("min l2 (alpha->0)", np.asarray(theory.min_norm_interpolant(X, y)))
-    if net.depth > 1:
-        out["large"] = ("lazy (alpha->inf)", np.asarray(theory.lazy_limit(net, X, y, params0)))
-    return out
+        shared["small"] = ("min l2 (alpha->0)", np.asarray(theory.min_norm_interpolant(X, y)))
+    if net.depth == 1:
+        return [dict(shared) for _ in range(size)]
+    lazy = theory.predict_batch(net, X, y, "squared", inits=tuple(params0), regime="lazy")
+    return [p if isinstance(p, Exception) else {**shared, "large": ("lazy (alpha->inf)", np.asarray(p.beta))}
+            for p in lazy]
 
 
-def limit_columns(net: Network, run: RunSpec, params0, beta, X, y) -> dict:
-    """The LIMIT_COLUMNS of one regression run (NaN where a limit does not apply)."""
+def limit_columns(net: Network, run: RunSpec, params0, beta, X, y, limits=None) -> dict:
+    """The LIMIT_COLUMNS of one regression run (NaN where a limit does not apply). `limits`: its entry of
+    `group_scale_limits`, if computed already."""
     from ._build import build_problem
 
+    limits = scale_limits(net, run, params0, X, y) if limits is None else limits
+    if isinstance(limits, Exception):
+        raise limits
     columns: dict = {}
     beta = np.asarray(beta, dtype=float)
-    for which, (name, limit) in scale_limits(net, run, params0, X, y).items():
+    for which, (name, limit) in limits.items():
         columns[f"limit_{which}"] = name
         columns[f"distance_limit_{which}"] = float(np.linalg.norm(beta - limit) / max(np.linalg.norm(limit), 1e-300))
     beta_star = build_problem(run.data, run.task, run.base_dir).beta_star
@@ -181,9 +196,46 @@ def certificate_residual(net: Network, run: RunSpec, params, X, y) -> tuple[floa
     return float("nan"), ""
 
 
-def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X, y) -> CheckOutcome:
+def check_group(net: Network, runs: list[RunSpec], params0, params, betas, statuses, X, y) -> list[CheckOutcome]:
+    """`check_run` for every run of a solved group (params with a leading batch axis). The run-dependent theory
+    (regression: exact and lazy limits; odeco classification with L > 2: the local KKT search) is asked for the
+    whole group at once, so regression predictions take one compiled call per group instead of one per run."""
+    first, theory = runs[0], _theory()
+    member = lambda tree, i: tuple(np.asarray(leaf)[i] for leaf in tree)  # noqa: E731
+    precomputed = [None] * len(runs)
+    if any(run.check.enabled for run in runs) and theory is not None and hasattr(theory, "predict_batch"):
+        precomputed = list(zip(*_group_theory(theory, net, first, params0, params, X, y)))
+    return [check_run(net, run, member(params0, i), member(params, i), betas[i], statuses[i], X, y,
+                      precomputed=precomputed[i]) for i, run in enumerate(runs)]
+
+
+def _group_theory(theory, net: Network, run: RunSpec, params0, params, X, y):
+    """(predictions, scale limits) of every run of a group: each a list with an entry (or exception) per run."""
+    size = len(np.asarray(params0[0]))
+    if run.task == "classification":
+        local = net.odeco is not None and net.depth > 2
+        predictions = _guard(lambda: _call(theory.predict_batch, net, X, y, loss=run.loss, inits=tuple(params),
+                                           starts=tuple(params) if local else None), size)
+        return predictions, [None] * size
+    limits = _guard(lambda: group_scale_limits(net, run, params0, X, y), size)
+    predictions = _guard(lambda: _call(theory.predict_batch, real_odeco(net) or net, X, y, loss=run.loss,
+                                       inits=tuple(params0)), size)
+    return predictions, limits
+
+
+def _guard(compute, size: int) -> list:
+    """The per-run results of `compute()`, or its exception for every run (recorded per row, never raised)."""
+    try:
+        return compute()
+    except Exception as error:  # noqa: BLE001
+        return [error] * size
+
+
+def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X, y, precomputed=None
+              ) -> CheckOutcome:
     """Compare one run's final `beta` with the theory's prediction and decide pass/fail with the config's
-    tolerances. A run that did not converge fails, whatever its distance to the prediction."""
+    tolerances. A run that did not converge fails, whatever its distance to the prediction. `precomputed`:
+    `(prediction, scale limits)` of this run from `check_group` (each possibly an exception)."""
     converged = status == "converged"
     if not run.check.enabled:
         return CheckOutcome(check_kind=DISABLED, passed=converged,
@@ -195,17 +247,20 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
     classification = run.task == "classification"
     # Odeco classification with L > 2: the theory finds a KKT point near `start` (the flow's end point).
     local = classification and net.odeco is not None and net.depth > 2
+    prediction, scale = precomputed if precomputed is not None else (None, None)
     limits: dict = {}
     if not classification:
         try:
-            limits = limit_columns(net, run, params0, beta, X, y)
+            limits = limit_columns(net, run, params0, beta, X, y, limits=scale)
         except Exception as error:  # noqa: BLE001 - a measurement, never the verdict
             limits = {"limit_small": f"error: {type(error).__name__}: {error}"}
         net = real_odeco(net) or net  # a complex-stored but real decomposition gets the exact prediction
     try:
-        if classification:
+        if isinstance(prediction, Exception):
+            raise prediction
+        if prediction is None and classification:
             prediction = _call(theory.predict, net, X, y, loss=run.loss, start=params if local else None)
-        else:
+        elif prediction is None:
             prediction = _call(theory.predict, net, X, y, loss=run.loss, init=params0)
     except Exception as error:  # noqa: BLE001 - recorded in the row; the sweep goes on
         return CheckOutcome(reason="no prediction", check_error=f"{type(error).__name__}: {error}", limits=limits)

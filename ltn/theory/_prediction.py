@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,7 +32,8 @@ from ._certificates import kkt_from_rho
 from ._classification import (SolverError, conjugate_pairing, l2_max_margin, lp_stationary_point,
                               weighted_l1_max_margin)
 from ._common import check_data, check_network, rho_from_point, task_of_loss, transformed_inputs, unit
-from ._regression import STATUS_MESSAGES, lazy_limit, min_norm_interpolant, odeco_regression_limit
+from ._regression import (STATUS_MESSAGES, check_batch, check_lazy_condition, lazy_limits, min_norm_interpolant,
+                          odeco_regression_limits)
 
 REGIMES = ("auto", "lazy", "small")
 
@@ -82,6 +84,42 @@ def predict(net: Network, X, y, loss: str = "squared", init=None, start=None, *,
     return _predict_regression(net, X, y, init, regime)
 
 
+def predict_batch(net: Network, X, y, loss: str = "squared", inits=None, starts=None, *, regime: str = "auto"
+                  ) -> list[Prediction | Exception]:
+    """`predict` for a batch of runs on the same data: `inits` (and, for odeco classification with L > 2,
+    `starts`) carry a leading batch axis. The per-run work is one compiled, vmapped call (regression's exact
+    and lazy limits); a classification limit that does not depend on the run is computed once. A run whose
+    prediction fails gets its exception in its place, so one run cannot cost the others; arguments that do not
+    fit still raise."""
+    check_network(net)
+    task = task_of_loss(loss)
+    X, y = check_data(net, X, y, task)
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
+    if inits is None and starts is None:
+        raise TypeError("predict_batch: pass inits (or starts) with a leading batch axis: they give the batch")
+    if task == "regression":
+        if starts is not None:
+            raise ValueError("start is used by classification predictions only (loss 'exponential' or 'logistic')")
+        inits = check_batch(net, inits)
+        return _predict_regression_batch(net, X, y, inits, regime, int(inits[0].shape[0]))
+    if regime != "auto":
+        raise ValueError(f"regime={regime!r} applies to regression; classification limits do not depend on it")
+    if starts is None:
+        size = int(check_batch(net, inits)[0].shape[0])
+        return [_failure_or(lambda: _predict_classification(net, X, y, None))] * size
+    starts = check_batch(net, starts)
+    return [_failure_or(lambda i=i: _predict_classification(net, X, y, tuple(layer[i] for layer in starts)))
+            for i in range(int(starts[0].shape[0]))]
+
+
+def _failure_or(prediction) -> Prediction | SolverError:
+    try:
+        return prediction()
+    except SolverError as error:
+        return error
+
+
 def _predict_classification(net: Network, X, y, start) -> Prediction:
     odeco = net.odeco
     if start is not None and (odeco is None or net.depth <= 2):
@@ -121,38 +159,60 @@ def _predict_classification(net: Network, X, y, start) -> Prediction:
 
 
 def _predict_regression(net: Network, X, y, init, regime: str) -> Prediction:
+    if init is None:
+        if regime == "small" or (isinstance(net, FullyConnected) and net.depth > 1 and regime == "auto"):
+            return _predict_regression_batch(net, X, y, None, regime, 1)[0]
+        raise ValueError("init: regression predictions depend on the initialisation; pass init=params0")
+    params = net.check_params(init)
+    (prediction,) = _predict_regression_batch(net, X, y, tuple(jnp.asarray(p)[None] for p in params), regime, 1)
+    if isinstance(prediction, Exception):
+        raise prediction
+    return prediction
+
+
+def _predict_regression_batch(net: Network, X, y, inits, regime: str, size: int) -> list[Prediction | Exception]:
+    """The regression dispatch of the module docstring for `size` runs at once (`inits`: leading batch axis)."""
     if regime == "small":
         if not isinstance(net, FullyConnected):
             raise ValueError(f"regime='small' (min l2 norm, alpha->0) is docs/theory.md §8's fully-connected result; "
                              f"net is {net!r}")
-        return _min_norm(X, y)
-    if init is None:
-        if isinstance(net, FullyConnected) and net.depth > 1 and regime == "auto":
-            return _min_norm(X, y)
-        raise ValueError("init: regression predictions depend on the initialisation; pass init=params0")
-    params = net.check_params(init)
+        return [_min_norm(X, y)] * size
     if net.depth == 1 or regime == "lazy":
-        beta = np.asarray(lazy_limit(net, X, y, params))
         exact = net.depth == 1
-        name = "min l2 distance to init (exact)" if exact else "lazy (alpha->inf)"
-        return Prediction(beta, name, exact, {"residual": _relative_residual(X, y, beta)})
+        return _lazy(net, X, y, inits, "min l2 distance to init (exact)" if exact else "lazy (alpha->inf)", exact)
     odeco = net.odeco
     if odeco is not None and not any(np.iscomplexobj(a) for a in (odeco[0], *odeco[1])):
-        solution = odeco_regression_limit(net, X, y, params)
-        status = int(solution.status)
-        diagnostics = {"solver": "damped Newton on the dual (JAX)", "status": STATUS_MESSAGES[status],
-                       "newton_steps": int(solution.steps), "residual": float(solution.residual),
-                       "rho": np.asarray(solution.rho), "dual": np.asarray(solution.dual)}
-        if status != 0:
-            raise SolverError(f"exact regression limit: the dual Newton solve {STATUS_MESSAGES[status]} "
-                              f"(relative residual {float(solution.residual):.2e} after {int(solution.steps)} steps)")
-        return Prediction(np.asarray(solution.beta), "argmin Q (exact)", True, diagnostics)
+        solutions = odeco_regression_limits(net, X, y, inits)
+        return [_exact(jax.tree_util.tree_map(lambda leaf: leaf[i], solutions)) for i in range(size)]
     if isinstance(net, FullyConnected):
-        return _min_norm(X, y)
-    beta = np.asarray(lazy_limit(net, X, y, params))
+        return [_min_norm(X, y)] * size
     note = ("complex odeco decomposition: the exact reduction is implemented for real S only"
             if odeco is not None else "not odeco: no exact prediction")
-    return Prediction(beta, "lazy (alpha->inf)", False, {"residual": _relative_residual(X, y, beta), "note": note})
+    return _lazy(net, X, y, inits, "lazy (alpha->inf)", False, note=note)
+
+
+def _exact(solution) -> Prediction | SolverError:
+    status = int(solution.status)
+    if status != 0:
+        return SolverError(f"exact regression limit: the dual Newton solve {STATUS_MESSAGES[status]} "
+                           f"(relative residual {float(solution.residual):.2e} after {int(solution.steps)} steps)")
+    diagnostics = {"solver": "damped Newton on the dual (JAX)", "status": STATUS_MESSAGES[status],
+                   "newton_steps": int(solution.steps), "residual": float(solution.residual),
+                   "rho": np.asarray(solution.rho), "dual": np.asarray(solution.dual)}
+    return Prediction(np.asarray(solution.beta), "argmin Q (exact)", True, diagnostics)
+
+
+def _lazy(net, X, y, inits, name: str, exact: bool, **notes) -> list[Prediction | Exception]:
+    betas, conditions = lazy_limits(net, X, y, inits)
+    out: list[Prediction | Exception] = []
+    for beta, condition in zip(betas, conditions):
+        try:
+            check_lazy_condition(condition)
+        except ValueError as error:
+            out.append(error)
+            continue
+        out.append(Prediction(beta, name, exact, {"residual": _relative_residual(X, y, beta), **notes}))
+    return out
 
 
 def _min_norm(X, y) -> Prediction:

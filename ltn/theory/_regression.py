@@ -26,6 +26,8 @@ ARMIJO = 1e-4
 MAX_HALVINGS = 60
 # Convergence is declared at rtol or at this multiple of the gradient's estimated rounding noise, if larger.
 NOISE_FACTOR = 8.0
+# The lazy limit inverts J J^T: above this condition number it is rounding, not a prediction.
+LAZY_MAX_CONDITION = 1e13
 # Status codes of RegressionSolution.status.
 CONVERGED, MAX_STEPS, STALLED = 0, 1, 2
 STATUS_MESSAGES = {CONVERGED: "converged", MAX_STEPS: "reached max_steps before the tolerance",
@@ -72,6 +74,16 @@ def _values_at_init(etas0: Float[Array, "L m"]) -> CurveValues:
 @functools.partial(jax.jit, static_argnames=("curve_kind", "max_steps"))
 def _solve_dual(Z: Float[Array, "n m"], y: Float[Array, " n"], etas0: Float[Array, "L m"], curve_kind: str,
                 rtol: float, max_steps: int):
+    return _dual_newton(Z, y, etas0, curve_kind, rtol, max_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("curve_kind", "max_steps"))
+def _solve_dual_batch(Z: Float[Array, "n m"], y: Float[Array, " n"], etas0: Float[Array, "batch L m"],
+                      curve_kind: str, rtol: float, max_steps: int):
+    return jax.vmap(lambda e: _dual_newton(Z, y, e, curve_kind, rtol, max_steps))(etas0)
+
+
+def _dual_newton(Z, y, etas0, curve_kind: str, rtol, max_steps: int):
     # The curve is evaluated in one place only (the line search), which keeps the compiled program small.
     curve = build_curve(etas0, curve_kind)
     n = Z.shape[0]
@@ -135,22 +147,28 @@ def _solve_dual(Z: Float[Array, "n m"], y: Float[Array, " n"], etas0: Float[Arra
     return values.rho, lam, jnp.linalg.norm(gradient) / y_norm, steps, status
 
 
-def odeco_regression_limit(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], init,
-                           *, curve: str = "auto", rtol: float = 1e-12, max_steps: int = 200
-                           ) -> RegressionSolution:
-    """Where gradient flow on the squared loss ends for a real odeco network from `init` (any initialisation).
-
-    Exact, not a limit in the scale (docs/theory.md §7). Pure in (X, y, init): `jax.vmap` over scales or seeds works
-    (with `net` fixed). `curve` picks the coordinate parametrisation ('auto': closed form for depth 2 and for
-    theorem-type inits of depth 3 and 4, quadrature otherwise). The returned `status` must be checked
-    (`solution.converged`); `predict` does that and raises on failure.
-    """
+def _real_odeco(net: Network) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     S, Us = odeco_or_raise(net, "the exact regression limit")
     if np.iscomplexobj(S) or any(np.iscomplexobj(U) for U in Us):
         raise ValueError(f"net: the exact regression limit is implemented for real odeco decompositions; {net!r} "
                          "has a complex one (its flow couples conjugate coordinates)")
     if net.depth < 2:
         raise ValueError("net: the coordinate reduction needs depth >= 2; depth 1 is linear_model_limit")
+    return S, Us
+
+
+def odeco_regression_limit(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], init,
+                           *, curve: str = "auto", rtol: float = 1e-12, max_steps: int = 200
+                           ) -> RegressionSolution:
+    """Where gradient flow on the squared loss ends for a real odeco network from `init` (any initialisation).
+
+    Exact, not a limit in the scale (docs/theory.md §7). Pure in (X, y, init): `jax.vmap` over scales or seeds works
+    (with `net` fixed; `odeco_regression_limits` does it for a batch). `curve` picks the coordinate
+    parametrisation ('auto': closed form for depth 2 and for theorem-type inits of depth 3 and 4, quadrature
+    otherwise). The returned `status` must be checked (`solution.converged`); `predict` does that and raises on
+    failure.
+    """
+    S, Us = _real_odeco(net)
     params = net.check_params(init)
     Z = transformed_inputs(S, X)
     etas0 = layer_coordinates(Us, params)
@@ -160,20 +178,73 @@ def odeco_regression_limit(net: Network, X: Float[Array, "n d"], y: Float[Array,
     return RegressionSolution(beta, rho, lam, residual, steps, status)
 
 
+_batched_layer_coordinates = jax.jit(jax.vmap(layer_coordinates, in_axes=(None, 0)))
+
+
+def odeco_regression_limits(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], inits,
+                            *, curve: str = "auto", rtol: float = 1e-12, max_steps: int = 200
+                            ) -> RegressionSolution:
+    """`odeco_regression_limit` for a batch of initialisations (every layer with a leading batch axis): one
+    compiled, vmapped solve per curve kind (run by run, the calls cost more than the solves). Every field of
+    the result has the batch axis."""
+    S, Us = _real_odeco(net)
+    inits = check_batch(net, inits)
+    Z = transformed_inputs(S, X)
+    etas0 = _batched_layer_coordinates(tuple(Us), inits)
+    kinds = np.asarray([resolve_curve_kind(e, curve) for e in np.asarray(etas0)])
+    parts, order = [], []
+    for kind in dict.fromkeys(kinds):
+        members = np.flatnonzero(kinds == kind)
+        parts.append(_solve_dual_batch(Z, jnp.asarray(y, Z.dtype), etas0[members], kind, rtol, max_steps))
+        order.append(members)
+    rho, lam, residual, steps, status = (np.concatenate(leaves)[np.argsort(np.concatenate(order))]
+                                         for leaves in zip(*parts))
+    return RegressionSolution(rho @ np.asarray(S), rho, lam, residual, steps, status)
+
+
+def check_batch(net: Network, inits) -> tuple:
+    """`inits` as a tuple of arrays, one per layer, each of shape (batch, *layer shape)."""
+    inits = tuple(jnp.asarray(p) for p in inits) if isinstance(inits, (tuple, list)) else inits
+    if not isinstance(inits, tuple) or len(inits) != net.depth:
+        raise TypeError(f"inits must be a tuple of {net.depth} arrays (one per layer) with a leading batch axis")
+    sizes = {p.shape[0] if p.ndim else None for p in inits}
+    if len(sizes) != 1 or None in sizes or any(p.shape[1:] != s for p, s in zip(inits, net.layer_shapes)):
+        raise ValueError(f"inits must have shapes (batch, *layer shape) with layer shapes {net.layer_shapes}, got "
+                         f"{tuple(p.shape for p in inits)}")
+    return inits
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled_lazy_limit(net: Network):
-    """The lazy limit's beta and the Gram matrix `J J^T` it inverts, compiled once per network (eager, the
-    Jacobian alone took 26 ms a call, most of a sweep's theory checks)."""
+def _compiled_lazy_limits(net: Network):
+    """Per run of a batch: the lazy limit's beta and the Gram matrix `J J^T` it inverts, compiled once per
+    network (eager, the Jacobian alone took 26 ms a call, most of a sweep's theory checks)."""
 
     def lazy(params, X, y):
         flat, unravel = ravel_pytree(params)
-        jac = jax.jacrev(lambda v: net.apply(unravel(v), X))(flat)
+        pullback = jax.vjp(lambda v: net.apply(unravel(v), X), flat)[1]
+        # Rows of J one at a time: jacrev's vmap on top of the batch's hits an XLA CPU layout bug in FFTs.
+        jac = jax.lax.map(lambda e: pullback(e)[0], jnp.eye(X.shape[0], dtype=flat.dtype))
         gram = jac @ jac.T
         step = unravel(jac.T @ jnp.linalg.solve(gram, y - net.apply(params, X)))
         beta0, beta_step = jax.jvp(net.beta, (params,), (step,))
         return beta0 + beta_step, gram
 
-    return jax.jit(lazy)
+    return jax.jit(jax.vmap(lazy, in_axes=(0, None, None)))
+
+
+def lazy_limits(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], inits
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`lazy_limit` for a batch of initialisations (leading batch axis), in one compiled call: the betas and,
+    per run, the condition number of `J J^T` (the limit is meaningless where it is not finite or above 1e13;
+    `lazy_limit` raises there)."""
+    inits = check_batch(net, inits)
+    betas, grams = _compiled_lazy_limits(net)(inits, jnp.asarray(X), jnp.asarray(y, dtype=jnp.result_type(float)))
+    grams = np.asarray(grams)
+    finite = np.all(np.isfinite(grams), axis=(1, 2))
+    conditions = np.full(len(grams), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero J J^T: cond is inf or NaN, both refused
+        conditions[finite] = np.linalg.cond(grams[finite])
+    return np.asarray(betas), conditions
 
 
 def lazy_limit(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], init) -> Float[Array, " d"]:
@@ -183,13 +254,16 @@ def lazy_limit(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], init
     `beta(theta_0) + D beta(theta_0)[theta - theta_0]`; that predictor is returned (it interpolates exactly).
     For a depth-1 network f is linear in theta, so this is the flow's exact limit.
     """
-    params = tuple(jnp.asarray(p) for p in net.check_params(init))
-    beta, gram = _compiled_lazy_limit(net)(params, jnp.asarray(X), jnp.asarray(y, dtype=jnp.result_type(float)))
-    gram = np.asarray(gram)
-    if not (np.all(np.isfinite(gram)) and np.trace(gram) > 0) or np.linalg.cond(gram) > 1e13:
+    params = net.check_params(init)
+    betas, conditions = lazy_limits(net, X, y, tuple(jnp.asarray(p)[None] for p in params))
+    check_lazy_condition(conditions[0])
+    return jnp.asarray(betas[0])
+
+
+def check_lazy_condition(condition: float) -> None:
+    if not condition <= LAZY_MAX_CONDITION:
         raise ValueError("init: the lazy prediction needs J J^T invertible at the initialisation (J = df(X)/dtheta); "
-                         f"its condition number is {np.linalg.cond(gram):.1e} here")
-    return beta
+                         f"its condition number is {condition:.1e} here")
 
 
 def min_norm_interpolant(X: Float[Array, "n d"], y: Float[Array, " n"]) -> Float[Array, " d"]:

@@ -79,6 +79,28 @@ def test_resume_loses_and_repeats_no_run(interrupted_sweep):
         assert sorted(archive.namelist()) == sorted(f"{i}.npy" for i in ids)
 
 
+def test_group_check_equals_run_by_run(interrupted_sweep):
+    """check_group asks the theory for a whole group at once; every outcome equals the run's own check_run."""
+    from ltn.flow import STATUSES
+    from ltn.sweep._runner import solve_group
+
+    for group in group_runs(expand(interrupted_sweep.sweep)):
+        net, problem, params0, result, _, _ = solve_group(group)
+        statuses = [STATUSES[int(code)] for code in result.status]
+        grouped = _theory.check_group(net, group, params0, result.params, result.beta, statuses, problem.X,
+                                      problem.y)
+        for i, run in enumerate(group):
+            single = _theory.check_run(net, run, tuple(p[i] for p in params0), tuple(p[i] for p in result.params),
+                                       result.beta[i], statuses[i], problem.X, problem.y)
+            assert grouped[i].passed == single.passed and grouped[i].prediction == single.prediction
+            ours, theirs = grouped[i].columns(), single.columns()
+            for column, value in theirs.items():
+                if isinstance(value, float):  # batched and single theory agree to rounding (measured <= 1e-15)
+                    np.testing.assert_allclose(ours[column], value, rtol=1e-9, atol=1e-13, err_msg=column)
+                else:
+                    assert ours[column] == value, column
+
+
 def test_results_schema(interrupted_sweep):
     rows = read_rows(interrupted_sweep.out)
     for column in ("experiment", "task", "loss", "data.n", "network.kind", "init.scale", "flow.rtol",

@@ -169,6 +169,26 @@ def test_vmap_over_scales_and_seeds_equals_single_solves():
         np.testing.assert_allclose(seed_batch.beta[i], single.beta, rtol=0, atol=1e-12)
 
 
+def test_predict_batch_equals_single_predictions_and_keeps_failures_per_run():
+    """A batch mixing curve kinds (theorem-type and Gaussian inits at depth 3) gives each run the prediction it
+    gets alone; a run whose lazy limit does not exist (zero init: J = 0) gets its error, the others are unharmed."""
+    net = ltn.Diagonal(MEDIUM.d, 3)
+    inits = [net.init(None, 0.3, kind="theorem", eta_bar=ETA_BAR), net.init(jax.random.PRNGKey(0), 0.3),
+             net.init(None, 2.0, kind="theorem", eta_bar=ETA_BAR)]
+    batch = ltn.theory.predict_batch(net, MEDIUM.X, MEDIUM.y, inits=tuple(jnp.stack(p) for p in zip(*inits)))
+    for init, batched in zip(inits, batch):
+        single = predict(net, MEDIUM.X, MEDIUM.y, init=init)
+        assert batched.name == single.name == "argmin Q (exact)"
+        np.testing.assert_allclose(batched.beta, single.beta, rtol=0, atol=1e-12)  # measured <= 3.3e-16
+    conv = ltn.Convolutional(6, 3, (2, 3))
+    inits = [conv.init(jax.random.PRNGKey(1), 0.5), tuple(jnp.zeros(s) for s in conv.layer_shapes)]
+    lazy, broken = ltn.theory.predict_batch(conv, X, Y, inits=tuple(jnp.stack(p) for p in zip(*inits)))
+    np.testing.assert_allclose(lazy.beta, predict(conv, X, Y, init=inits[0]).beta, rtol=0, atol=1e-12)  # 2.8e-16
+    assert isinstance(broken, ValueError) and "condition number" in str(broken)
+    with pytest.raises(ValueError, match="condition number"):
+        predict(conv, X, Y, init=inits[1])
+
+
 def test_lazy_prediction_matches_exact_limit_at_large_scale():
     net = ltn.Diagonal(6, 2)
     params0 = net.init(None, 30.0, kind="theorem")

@@ -124,14 +124,9 @@ def _flow_by_scale(net, problem, params0, scales, loss, options, devices):
     return jax.tree_util.tree_map(lambda leaf: leaf[np.argsort(order, kind="stable")], stacked)
 
 
-def _member(tree, i):
-    return jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
-
-
-def _trajectory(result, i, predicted_beta) -> dict[str, np.ndarray]:
-    records = result.trajectory.checkpoints
+def _trajectory(records, log_time, i, predicted_beta) -> dict[str, np.ndarray]:
     out = {
-        "time": records.time[i], "log_time": result.trajectory.log_time[i], "log_loss": records.log_loss[i],
+        "time": records.time[i], "log_time": log_time[i], "log_loss": records.log_loss[i],
         "param_norm": records.param_norm[i], "beta_norm": records.beta_norm[i], "margin": records.margin[i],
         "grad_norm": records.grad_norm[i],
     }
@@ -153,22 +148,25 @@ def group_rows(runs, net, problem, params0, result, solver_used, wall) -> tuple[
     statuses = [STATUSES[code] for code in np.asarray(result.status).tolist()]
     outcomes = check_group(net, runs, params0, result.params, result.beta, statuses, problem.X, problem.y)
     check_time = (time.perf_counter() - started) / len(runs)
+    # Per-run values as Python lists, converted once for the group (not leaf by leaf, run by run).
+    final = {name: np.asarray(getattr(result.final, name), dtype=float).tolist()
+             for name in ("log_loss", "param_norm", "beta_norm", "margin", "grad_norm")}
+    stats = {name: np.asarray(getattr(result.stats, name)).tolist()
+             for name in ("steps", "accepted_steps", "rejected_steps", "grad_evals")}
+    solvers = [solver_used] * len(runs) if solver_used else [str(name) for name in result.stats.solver_name]
+    final_log_time = np.asarray(result.final_log_time, dtype=float).tolist()
+    records, log_time = result.trajectory.checkpoints, result.trajectory.log_time
     for i, (run, status, outcome) in enumerate(zip(runs, statuses, outcomes)):
-        final = _member(result.final, i)
         rid = run_id(run)
         row = {**run_columns(run), "run_id": rid, "group_id": gid, "status": status,
-               "final_log_loss": float(final.log_loss), "final_param_norm": float(final.param_norm),
-               "final_beta_norm": float(final.beta_norm), "final_margin": float(final.margin),
-               "final_grad_norm": float(final.grad_norm), "final_log_time": float(result.final_log_time[i]),
-               "steps": int(result.stats.steps[i]), "accepted_steps": int(result.stats.accepted_steps[i]),
-               "rejected_steps": int(result.stats.rejected_steps[i]), "grad_evals": int(result.stats.grad_evals[i]),
-               "solver_used": solver_used or str(result.stats.solver_name[i]), "group_size": len(runs),
-               "group_wall_time": wall,
+               **{f"final_{name}": values[i] for name, values in final.items()},
+               "final_log_time": final_log_time[i], **{name: values[i] for name, values in stats.items()},
+               "solver_used": solvers[i], "group_size": len(runs), "group_wall_time": wall,
                **outcome.columns()}
         # The solve and the checks are shared: each run is charged its share of both.
-        row["wall_time"] = (wall / len(runs)) + check_time
+        row["wall_time"] = wall / len(runs) + check_time
         rows.append(row)
-        trajectories[rid] = _trajectory(result, i, outcome.predicted_beta)
+        trajectories[rid] = _trajectory(records, log_time, i, outcome.predicted_beta)
     return rows, trajectories
 
 

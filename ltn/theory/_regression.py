@@ -190,28 +190,30 @@ def odeco_regression_limits(net: Network, X: Float[Array, "n d"], y: Float[Array
     S, Us = _real_odeco(net)
     inits = check_batch(net, inits)
     Z = transformed_inputs(S, X)
-    etas0 = _batched_layer_coordinates(tuple(Us), inits)
-    kinds = np.asarray([resolve_curve_kind(e, curve) for e in np.asarray(etas0)])
-    parts, order = [], []
-    for kind in dict.fromkeys(kinds):
-        members = np.flatnonzero(kinds == kind)
-        parts.append(_solve_dual_batch(Z, jnp.asarray(y, Z.dtype), etas0[members], kind, rtol, max_steps))
-        order.append(members)
-    rho, lam, residual, steps, status = (np.concatenate(leaves)[np.argsort(np.concatenate(order))]
-                                         for leaves in zip(*parts))
+    etas0 = np.asarray(_batched_layer_coordinates(tuple(Us), inits))
+    y = np.asarray(y, dtype=etas0.dtype)
+    kinds = np.asarray([resolve_curve_kind(e, curve) for e in etas0])
+    if np.all(kinds == kinds[0]):  # the common case: no split
+        parts, order = [_solve_dual_batch(Z, y, etas0, kinds[0], rtol, max_steps)], [np.arange(len(kinds))]
+    else:
+        order = [np.flatnonzero(kinds == kind) for kind in dict.fromkeys(kinds)]
+        parts = [_solve_dual_batch(Z, y, etas0[members], kind, rtol, max_steps)
+                 for kind, members in zip(dict.fromkeys(kinds), order)]
+    inverse = np.argsort(np.concatenate(order))
+    rho, lam, residual, steps, status = (np.concatenate(leaves)[inverse] for leaves in zip(*parts))
     return RegressionSolution(rho @ np.asarray(S), rho, lam, residual, steps, status)
 
 
 def check_batch(net: Network, inits) -> tuple:
     """`inits` as a tuple of arrays, one per layer, each of shape (batch, *layer shape)."""
-    inits = tuple(jnp.asarray(p) for p in inits) if isinstance(inits, (tuple, list)) else inits
-    if not isinstance(inits, tuple) or len(inits) != net.depth:
+    if not isinstance(inits, (tuple, list)) or len(inits) != net.depth:
         raise TypeError(f"inits must be a tuple of {net.depth} arrays (one per layer) with a leading batch axis")
-    sizes = {p.shape[0] if p.ndim else None for p in inits}
-    if len(sizes) != 1 or None in sizes or any(p.shape[1:] != s for p, s in zip(inits, net.layer_shapes)):
+    shapes = [tuple(np.shape(p)) for p in inits]
+    if len({s[:1] for s in shapes}) != 1 or () in shapes or any(s[1:] != layer
+                                                                  for s, layer in zip(shapes, net.layer_shapes)):
         raise ValueError(f"inits must have shapes (batch, *layer shape) with layer shapes {net.layer_shapes}, got "
-                         f"{tuple(p.shape for p in inits)}")
-    return inits
+                         f"{tuple(shapes)}")
+    return tuple(inits)
 
 
 @functools.lru_cache(maxsize=64)
@@ -238,7 +240,8 @@ def lazy_limits(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], ini
     per run, the condition number of `J J^T` (the limit is meaningless where it is not finite or above 1e13;
     `lazy_limit` raises there)."""
     inits = check_batch(net, inits)
-    betas, grams = _compiled_lazy_limits(net)(inits, jnp.asarray(X), jnp.asarray(y, dtype=jnp.result_type(float)))
+    dtype = jnp.result_type(float)
+    betas, grams = _compiled_lazy_limits(net)(inits, np.asarray(X, dtype), np.asarray(y, dtype))
     grams = np.asarray(grams)
     finite = np.all(np.isfinite(grams), axis=(1, 2))
     conditions = np.full(len(grams), np.inf)

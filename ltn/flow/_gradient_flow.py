@@ -154,14 +154,20 @@ def _stiff_runs(net: Network):
     """Compiled per-run test: is cond(J J^T) > STIFF_CONDITION at the start (J: Jacobian of the outputs)?"""
 
     def stiff(params0, X):
-        flat, unravel = ravel_pytree(params0)
-        pullback = jax.vjp(lambda v: net.apply(unravel(v), X), flat)[1]
-        # Rows of J one at a time: see `settled` below for why not jacrev's vmap.
-        J = jax.lax.map(lambda e: pullback(e)[0], jnp.eye(X.shape[0], dtype=flat.dtype))
+        J = _output_jacobian(net, params0, X)[1]
         eigenvalues = jnp.linalg.eigvalsh(J @ J.T)
         return (eigenvalues[0] > 0) & (eigenvalues[-1] > STIFF_CONDITION * eigenvalues[0])
 
     return jax.jit(jax.vmap(stiff, in_axes=(0, None)))
+
+
+def _output_jacobian(net: Network, params, X):
+    """`f(X)` and `J = d f(X) / d theta` as an (n, p) matrix (p: the flattened parameters). Rows one backward pass
+    at a time (lax.map, not jacrev's vmap): a second batch axis on top of a batch of runs hits an XLA CPU layout
+    bug in FFTs (Convolutional nets: RET_CHECK in fft_thunk.cc)."""
+    flat, unravel = ravel_pytree(params)
+    outputs, pullback = jax.vjp(lambda v: net.apply(unravel(v), X), flat)
+    return outputs, jax.lax.map(lambda e: pullback(e)[0], jnp.eye(X.shape[0], dtype=flat.dtype))
 
 
 def _make_solver(name: str):
@@ -217,10 +223,8 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         from the limit, gradient stuck above gtol 1e-12 for 300000 steps). Measured in beta, not theta, because
         at large scales a small relative move of theta is a large one of beta."""
         flat, unravel = ravel_pytree(params)
-        residual, pullback = jax.vjp(lambda v: net.apply(unravel(v), X) - y, flat)
-        # Rows of J one at a time (lax.map, not jacrev's vmap): a second batch axis on top of the batch of runs
-        # hits an XLA CPU layout bug in FFTs (Convolutional nets: RET_CHECK in fft_thunk.cc).
-        J = jax.lax.map(lambda e: pullback(e)[0], jnp.eye(X.shape[0], dtype=flat.dtype))
+        outputs, J = _output_jacobian(net, params, X)
+        residual = outputs - y
         # Minimum-norm solution of J step = r from a QR factorisation of J^T (backward stable in J; 4x cheaper
         # than lstsq's SVD, which was 40% of a batched solve). Near-singular R makes the step huge, and a
         # non-finite one compares False: both keep the run going, never stop it early.

@@ -10,17 +10,9 @@ from ..networks import Network
 
 def as_batch(net: Network, params):
     """Return `(batch, was_batched)`: params with a leading batch axis on every layer."""
-    params = tuple(params) if isinstance(params, (tuple, list)) else params
-    if not isinstance(params, tuple) or len(params) != net.depth:
-        raise TypeError(f"params0 must be a tuple of {net.depth} arrays (one per layer), or a batch of them")
-    shapes = [tuple(jnp.shape(p)) for p in params]
-    if shapes == list(net.layer_shapes):
+    if isinstance(params, (tuple, list)) and [tuple(jnp.shape(p)) for p in params] == list(net.layer_shapes):
         return tuple(jnp.asarray(p)[None] for p in params), False
-    sizes = {s[0] for s in shapes if len(s) >= 1}
-    if len(sizes) == 1 and all(s[1:] == shape for s, shape in zip(shapes, net.layer_shapes)):
-        return tuple(jnp.asarray(p) for p in params), True
-    raise ValueError(f"params0 must have layer shapes {net.layer_shapes} (or a common leading batch axis), "
-                     f"got {tuple(shapes)}")
+    return tuple(jnp.asarray(p) for p in net.check_batch(params, "params0")), True
 
 
 @jax.jit

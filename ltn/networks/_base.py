@@ -123,6 +123,17 @@ class Network(abc.ABC):
                 raise ValueError(f"params[{layer}] must have shape {shape}, got {tuple(value.shape)}")
         return tuple(params)
 
+    def check_batch(self, params: Sequence[Array], name: str = "params") -> Params:
+        """Return a batch of params (every layer with one common leading axis) as a tuple, after checking it."""
+        if not isinstance(params, (tuple, list)) or len(params) != self.depth:
+            raise TypeError(f"{name} must be a tuple of {self.depth} arrays (one per layer), or a batch of them")
+        shapes = [tuple(np.shape(p)) for p in params]
+        if len({s[:1] for s in shapes}) != 1 or () in shapes or any(
+                s[1:] != layer for s, layer in zip(shapes, self.layer_shapes)):
+            raise ValueError(f"{name} must have layer shapes {self.layer_shapes}, or these with a common leading "
+                             f"batch axis; got {tuple(shapes)}")
+        return tuple(params)
+
     # --- initialisation --------------------------------------------------------------------------------
     def init(self, key: PRNGKeyArray, scale: float = 1.0, kind: str = "gaussian",
              eta_bar: Float[Array, " m"] | None = None) -> Params:

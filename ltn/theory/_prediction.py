@@ -32,7 +32,7 @@ from ._certificates import kkt_from_rho
 from ._classification import (SolverError, conjugate_pairing, l2_max_margin, lp_stationary_point,
                               weighted_l1_max_margin)
 from ._common import check_data, check_network, rho_from_point, task_of_loss, transformed_inputs, unit
-from ._regression import (STATUS_MESSAGES, check_batch, check_lazy_condition, lazy_limits, min_norm_interpolant,
+from ._regression import (STATUS_MESSAGES, check_lazy_condition, lazy_limits, min_norm_interpolant,
                           odeco_regression_limits)
 
 REGIMES = ("auto", "lazy", "small")
@@ -101,16 +101,16 @@ def predict_batch(net: Network, X, y, loss: str = "squared", inits=None, starts=
     if task == "regression":
         if starts is not None:
             raise ValueError("start is used by classification predictions only (loss 'exponential' or 'logistic')")
-        inits = check_batch(net, inits)
-        return _predict_regression_batch(net, X, y, inits, regime, int(inits[0].shape[0]))
+        inits = net.check_batch(inits, "inits")
+        return _predict_regression_batch(net, X, y, inits, regime, len(inits[0]))
     if regime != "auto":
         raise ValueError(f"regime={regime!r} applies to regression; classification limits do not depend on it")
     if starts is None:
-        size = int(check_batch(net, inits)[0].shape[0])
+        size = len(net.check_batch(inits, "inits")[0])
         return [_failure_or(lambda: _predict_classification(net, X, y, None))] * size
-    starts = check_batch(net, starts)
+    starts = net.check_batch(starts, "starts")
     return [_failure_or(lambda i=i: _predict_classification(net, X, y, tuple(layer[i] for layer in starts)))
-            for i in range(int(starts[0].shape[0]))]
+            for i in range(len(starts[0]))]
 
 
 def _failure_or(prediction) -> Prediction | SolverError:

@@ -188,7 +188,7 @@ def odeco_regression_limits(net: Network, X: Float[Array, "n d"], y: Float[Array
     compiled, vmapped solve per curve kind (run by run, the calls cost more than the solves). Every field of
     the result has the batch axis."""
     S, Us = _real_odeco(net)
-    inits = check_batch(net, inits)
+    inits = net.check_batch(inits, "inits")
     Z = transformed_inputs(S, X)
     etas0 = np.asarray(_batched_layer_coordinates(tuple(Us), inits))
     y = np.asarray(y, dtype=etas0.dtype)
@@ -202,18 +202,6 @@ def odeco_regression_limits(net: Network, X: Float[Array, "n d"], y: Float[Array
     inverse = np.argsort(np.concatenate(order))
     rho, lam, residual, steps, status = (np.concatenate(leaves)[inverse] for leaves in zip(*parts))
     return RegressionSolution(rho @ np.asarray(S), rho, lam, residual, steps, status)
-
-
-def check_batch(net: Network, inits) -> tuple:
-    """`inits` as a tuple of arrays, one per layer, each of shape (batch, *layer shape)."""
-    if not isinstance(inits, (tuple, list)) or len(inits) != net.depth:
-        raise TypeError(f"inits must be a tuple of {net.depth} arrays (one per layer) with a leading batch axis")
-    shapes = [tuple(np.shape(p)) for p in inits]
-    if len({s[:1] for s in shapes}) != 1 or () in shapes or any(s[1:] != layer
-                                                                  for s, layer in zip(shapes, net.layer_shapes)):
-        raise ValueError(f"inits must have shapes (batch, *layer shape) with layer shapes {net.layer_shapes}, got "
-                         f"{tuple(shapes)}")
-    return tuple(inits)
 
 
 @functools.lru_cache(maxsize=64)
@@ -239,7 +227,7 @@ def lazy_limits(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], ini
     """`lazy_limit` for a batch of initialisations (leading batch axis), in one compiled call: the betas and,
     per run, the condition number of `J J^T` (the limit is meaningless where it is not finite or above 1e13;
     `lazy_limit` raises there)."""
-    inits = check_batch(net, inits)
+    inits = net.check_batch(inits, "inits")
     dtype = jnp.result_type(float)
     betas, grams = _compiled_lazy_limits(net)(inits, np.asarray(X, dtype), np.asarray(y, dtype))
     grams = np.asarray(grams)

@@ -233,6 +233,12 @@ def test_bad_params_and_inputs_raise():
         net.beta((1.0, params[1]))
     with pytest.raises(ValueError, match=r"X must have shape \(\.\.\., 3\)"):
         net.apply(params, jnp.ones((2, 4)))
+    batch = tuple(jnp.stack([p, p]) for p in params)
+    assert [b.shape for b in net.check_batch(batch)] == [(2, 3, 2), (2, 2, 1)]
+    with pytest.raises(ValueError, match="inits must have layer shapes .* common leading batch axis"):
+        net.check_batch((batch[0], batch[1][:1]), "inits")  # batch sizes 2 and 1
+    with pytest.raises(ValueError, match="common leading batch axis"):
+        net.check_batch(params)  # one run is not a batch
     with pytest.raises(ValueError, match="init kind"):
         net.init(jax.random.PRNGKey(0), kind="xavier")
     with pytest.raises(ValueError, match="orthogonally decomposable"):

@@ -32,7 +32,7 @@ from ._certificates import kkt_from_rho
 from ._classification import (SolverError, conjugate_pairing, l2_max_margin, lp_stationary_point,
                               weighted_l1_max_margin)
 from ._common import check_data, check_network, rho_from_point, task_of_loss, transformed_inputs, unit
-from ._regression import (STATUS_MESSAGES, check_lazy_condition, lazy_limits, min_norm_interpolant,
+from ._regression import (STATUS_MESSAGES, lazy_condition_error, lazy_limits, min_norm_interpolant,
                           odeco_regression_limits)
 
 REGIMES = ("auto", "lazy", "small")
@@ -204,15 +204,10 @@ def _exact(solution) -> Prediction | SolverError:
 
 def _lazy(net, X, y, inits, name: str, exact: bool, **notes) -> list[Prediction | Exception]:
     betas, conditions = lazy_limits(net, X, y, inits)
-    out: list[Prediction | Exception] = []
-    for beta, condition in zip(betas, conditions):
-        try:
-            check_lazy_condition(condition)
-        except ValueError as error:
-            out.append(error)
-            continue
-        out.append(Prediction(beta, name, exact, {"residual": _relative_residual(X, y, beta), **notes}))
-    return out
+    errors = [lazy_condition_error(condition) for condition in conditions]
+    return [error if error is not None else
+            Prediction(beta, name, exact, {"residual": _relative_residual(X, y, beta), **notes})
+            for beta, error in zip(betas, errors)]
 
 
 def _min_norm(X, y) -> Prediction:

@@ -247,14 +247,18 @@ def lazy_limit(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], init
     """
     params = net.check_params(init)
     betas, conditions = lazy_limits(net, X, y, tuple(jnp.asarray(p)[None] for p in params))
-    check_lazy_condition(conditions[0])
+    error = lazy_condition_error(conditions[0])
+    if error is not None:
+        raise error
     return jnp.asarray(betas[0])
 
 
-def check_lazy_condition(condition: float) -> None:
-    if not condition <= LAZY_MAX_CONDITION:
-        raise ValueError("init: the lazy prediction needs J J^T invertible at the initialisation (J = df(X)/dtheta); "
-                         f"its condition number is {condition:.1e} here")
+def lazy_condition_error(condition: float) -> ValueError | None:
+    """The error of a lazy limit whose `J J^T` has this condition number (None when it is a prediction)."""
+    if condition <= LAZY_MAX_CONDITION:
+        return None
+    return ValueError("init: the lazy prediction needs J J^T invertible at the initialisation (J = df(X)/dtheta); "
+                      f"its condition number is {condition:.1e} here")
 
 
 def min_norm_interpolant(X: Float[Array, "n d"], y: Float[Array, " n"]) -> Float[Array, " d"]:

@@ -49,7 +49,8 @@ def regression_flow_vs_descent():
     problem = sparse_regression(seed=0, n=20, d=100, sparsity=3)
     net = ltn.Diagonal(d=100, depth=2)
     params0 = net.init(jax.random.PRNGKey(0), scale=0.1, kind="theorem")
-    reference = ltn.gradient_flow(net, params0, problem.X, problem.y, rtol=1e-13, atol=1e-15, gtol=1e-13)
+    reference = ltn.gradient_flow(net, params0, problem.X, problem.y, rtol=1e-13, atol=1e-15, xtol=1e-13,
+                                  residual_tol=1e-12)
     flow = ltn.gradient_flow(net, params0, problem.X, problem.y)
     flow_error = relative_error(flow.beta, reference.beta)
     # GD's largest stable step near the limit: 2 / sharpness there (it is smaller than anywhere earlier on this

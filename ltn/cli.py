@@ -4,7 +4,13 @@
     ltn validate CONFIG ...                                  check configs without computing anything
     ltn report DIR                                           summary tables and PNG plots of a results folder
 
-`ltn run` exits with status 1 when any run fails its check (a summary names them), 2 for an invalid config.
+Every command takes `--debug` (before or after the command name). Exit status:
+
+    0  success; for `ltn run`, every judged run passed its check
+    1  some run failed its check (the summary names each one)
+    2  bad input: a config, data file, argument or results folder that cannot be used; one message names the
+       file, the field and the cause (no traceback; argparse's usage errors are 2 as well)
+    3  an internal error, i.e. a bug in ltn: one line, and the traceback with --debug
 """
 
 from __future__ import annotations
@@ -14,9 +20,17 @@ import contextlib
 import math
 import os
 import sys
+import traceback
+import warnings
 
 EXIT_FAILED_CHECKS = 1
-EXIT_BAD_CONFIG = 2
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL_ERROR = 3
+EXIT_CODES = """exit status:
+  0  success (ltn run: every judged run passed its check)
+  1  some run failed its check
+  2  bad input: config, data file, arguments or results folder (the message names file, field and cause)
+  3  internal error (a bug in ltn; --debug prints the traceback)"""
 QUICKSTART = "quickstart.toml"
 
 
@@ -24,14 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="ltn",
+        prog="ltn", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Linear tensor networks: exact gradient flow and checks of the theory of implicit bias.",
     )
     parser.add_argument("--version", action="version", version=f"ltn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    # Also accepted after the command; SUPPRESS keeps a subcommand from resetting a --debug given before it.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="print the traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run config-driven sweeps and check them against the theory",
-                              description="Run sweeps; exit status 1 if any check fails.")
+    def command(name, **kwargs):
+        return commands.add_parser(name, parents=[debug], epilog=EXIT_CODES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    run = command("run", help="run config-driven sweeps and check them against the theory",
+                  description="Run sweeps; the exit status says whether every judged run passed.")
     run.add_argument("configs", nargs="*", metavar="CONFIG",
                      help="TOML config file(s); default: the packaged quickstart config")
     run.add_argument("--out", metavar="DIR", help="results folder (default: results/<config name>); a folder "
@@ -42,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-shard", action="store_true", help="solve each group on one device only")
     run.add_argument("--plots", action="store_true", help="also write the report's plots into the folder")
 
-    validate = commands.add_parser("validate", help="validate config files without computing anything")
+    validate = command("validate", help="validate config files without computing anything")
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    report = commands.add_parser("report", help="summarise a results folder and write PNG plots")
+    report = command("report", help="summarise a results folder and write PNG plots")
     report.add_argument("folder", metavar="DIR")
     report.add_argument("--no-plots", action="store_true", help="tables only")
     report.add_argument("--worst", type=int, default=5, metavar="K", help="worst cases listed (default 5)")
@@ -68,12 +91,49 @@ def _load_all(paths, overrides):
     return [load_config(path, overrides) for path in paths]
 
 
+def _check_distinct_paths(paths) -> None:
+    """Each config once: the same file twice would put every run of it twice into one results folder."""
+    from .sweep import ConfigError
+
+    seen: dict[str, str] = {}
+    problems = []
+    for path in map(os.fspath, paths):
+        real = os.path.realpath(path)
+        if real in seen:
+            problems.append(f"{path}: this config is given twice (also as {seen[real]!r}); give each config once")
+        seen.setdefault(real, path)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _check_distinct_experiments(sweeps) -> None:
+    """Experiments of different configs share one results folder: equal names (or names equal in file names,
+    `file_stem`) would mix their rows and overwrite each other's plots."""
+    from .sweep import ConfigError
+    from .sweep._config import file_stem
+
+    owner: dict[str, tuple[str, str]] = {}
+    problems = []
+    for sweep in sweeps:
+        for experiment in sweep.experiments:
+            source, name = owner.setdefault(file_stem(experiment.name), (sweep.source, experiment.name))
+            if source != sweep.source:
+                problems.append(f"{sweep.source}: experiment {experiment.name!r} clashes with experiment {name!r} "
+                                f"of {source} (one results folder would hold the rows and plots of both); rename "
+                                f"one, or run the configs into separate --out folders")
+    if problems:
+        raise ConfigError(problems)
+
+
 def _describe(sweep) -> str:
     from .sweep import expand, group_runs
 
     lines = []
+    runs_of: dict[str, list] = {}
+    for run in expand(sweep):
+        runs_of.setdefault(run.experiment, []).append(run)
     for experiment in sweep.experiments:
-        runs = [r for r in expand(sweep) if r.experiment == experiment.name]
+        runs = runs_of[experiment.name]
         axes = ", ".join(f"{name} x{len(values)}" for name, values in experiment.axes) or "no axes"
         lines.append(f"  {experiment.name}: {runs[0].task}, {len(runs)} runs in {len(group_runs(runs))} "
                      f"compiled group(s); seeds x{len(experiment.seeds)}; {axes}")
@@ -89,7 +149,7 @@ def command_validate(args) -> int:
             (sweep,) = _load_all([path], args.overrides)
         except ConfigError as error:
             print(f"invalid: {path}\n{error}", file=sys.stderr)
-            status = EXIT_BAD_CONFIG
+            status = EXIT_BAD_INPUT
             continue
         print(f"valid: {path}\n{_describe(sweep)}")
     return status
@@ -111,33 +171,44 @@ def _short(value) -> str:
     return str(value)
 
 
+def _verdict_counts(rows) -> str:
+    """E.g. "3/4 passed, 1 failed" or "none judged, 2 not judged": passes count among the judged runs only."""
+    from .sweep import FAILED, NOT_JUDGED, PASSED, VERDICTS
+
+    counts = {verdict: sum(row["verdict"] == verdict for row in rows) for verdict in VERDICTS}
+    judged = len(rows) - counts[NOT_JUDGED]
+    parts = [f"{counts[PASSED]}/{judged} passed" if judged else "none judged"]
+    parts += [f"{counts[v]} {v}" for v in (FAILED, NOT_JUDGED) if counts[v]]
+    return ", ".join(parts)
+
+
 def summarise(rows) -> str:
-    """Per experiment: runs, passes, and every failing run with its status and reason."""
+    """Per experiment: verdict counts, then every run that failed or was not judged, with status and reason."""
+    from .sweep import FAILED, PASSED
+
     lines = []
     experiments = list(dict.fromkeys(row["experiment"] for row in rows))
     for name in experiments:
         mine = [row for row in rows if row["experiment"] == name]
-        passed = sum(bool(row["passed"]) for row in mine)
         kinds = ", ".join(sorted({str(row["check_kind"]) for row in mine}))
-        lines.append(f"{name}: {passed}/{len(mine)} passed (check: {kinds})")
+        lines.append(f"{name}: {_verdict_counts(mine)} (check: {kinds})")
         varying = _varying(mine, exclude=())
         for row in mine:
-            if not row["passed"]:
-                lines.append(f"  FAIL {row['run_id']} {_label(row, varying)}: status={row['status']}; "
+            if row["verdict"] != PASSED:
+                tag = "FAIL" if row["verdict"] == FAILED else "NOT JUDGED"
+                lines.append(f"  {tag} {row['run_id']} {_label(row, varying)}: status={row['status']}; "
                              f"{row['reason']}" + (f" [{row['check_error']}]" if row.get("check_error") else ""))
     return "\n".join(lines)
 
 
 def command_run(args) -> int:
-    from .sweep import ConfigError, run_sweep
+    from .sweep import run_sweep
 
     with contextlib.ExitStack() as stack:
         paths = args.configs or [stack.enter_context(packaged_quickstart())]
-        try:
-            sweeps = _load_all(paths, args.overrides)
-        except ConfigError as error:
-            print(f"invalid config:\n{error}", file=sys.stderr)
-            return EXIT_BAD_CONFIG
+        _check_distinct_paths(paths)
+        sweeps = _load_all(paths, args.overrides)
+        _check_distinct_experiments(sweeps)
         out = args.out or os.path.join("results", "+".join(s.name for s in sweeps))
         for sweep in sweeps:
             print(f"{sweep.source}\n{_describe(sweep)}")
@@ -150,11 +221,13 @@ def command_run(args) -> int:
 
         for path in write_plots(outcome.out_dir):
             print(f"wrote {path}")
-    failed = outcome.failed
+    failed, not_judged = outcome.failed, outcome.not_judged
     if failed:
         print(f"{len(failed)} of {len(outcome.rows)} runs failed their check", file=sys.stderr)
         return EXIT_FAILED_CHECKS
-    print(f"all {len(outcome.rows)} runs passed")
+    judged = len(outcome.rows) - len(not_judged)
+    print(f"all {judged} judged runs passed" + (f"; {len(not_judged)} not judged (no theory applies to them)"
+                                               if not_judged else ""))
     return 0
 
 
@@ -184,6 +257,8 @@ def _finite(values):
 
 def report_text(rows, worst: int = 5) -> str:
     """Summary per group (one compiled solve) and the worst runs of each experiment."""
+    from .sweep import FAILED
+
     out = []
     groups = list(dict.fromkeys(row["group_id"] for row in rows))
     table = []
@@ -195,11 +270,11 @@ def report_text(rows, worst: int = 5) -> str:
         cosines = _finite(row["cosine"] for row in mine)
         certificates = _finite(row["certificate"] for row in mine)
         table.append([mine[0]["experiment"], _label(mine[0], varying) or "-", len(mine),
-                      sum(bool(r["passed"]) for r in mine), ",".join(sorted({str(r["status"]) for r in mine})),
+                      _verdict_counts(mine), ",".join(sorted({str(r["status"]) for r in mine})),
                       mine[0]["prediction"] or "-", _fmt(max(errors) if errors else None),
                       f"{min(cosines):.6f}" if cosines else "-", _fmt(max(certificates) if certificates else None),
                       _fmt(max(r["steps"] for r in mine)), _fmt(mine[0]["group_wall_time"])])
-    out.append(_table(["experiment", "group", "runs", "passed", "status", "prediction", "max rel. error",
+    out.append(_table(["experiment", "group", "runs", "verdicts", "status", "prediction", "max rel. error",
                        "min cosine", "max certificate", "max steps", "wall s"], table))
     for name in dict.fromkeys(row["experiment"] for row in rows):
         mine = [row for row in rows if row["experiment"] == name]
@@ -207,16 +282,16 @@ def report_text(rows, worst: int = 5) -> str:
 
         def badness(row):
             value = row["relative_error"] if regression else -(row["cosine"] if row["cosine"] is not None else 0)
-            return (bool(row["passed"]), -(value if isinstance(value, float) and not math.isnan(value)
+            return (row["verdict"] != FAILED, -(value if isinstance(value, float) and not math.isnan(value)
                                            else math.inf))
 
         varying = _varying(mine)
         worst_rows = sorted(mine, key=badness)[:worst]
         out.append(f"\nworst runs of {name}:")
-        out.append(_table(["run", "config", "seed", "status", "rel. error", "cosine", "certificate", "passed"],
+        out.append(_table(["run", "config", "seed", "status", "rel. error", "cosine", "certificate", "verdict"],
                           [[r["run_id"], _label(r, varying) or "-", r["seed"], r["status"],
                             _fmt(r["relative_error"]), _cosine(r["cosine"]), _fmt(r["certificate"]),
-                            "yes" if r["passed"] else "no"] for r in worst_rows]))
+                            r["verdict"]] for r in worst_rows]))
     return "\n".join(out)
 
 
@@ -227,7 +302,7 @@ def command_report(args) -> int:
     if not rows:
         print(f"no results in {args.folder!r} (expected {os.path.join(args.folder, 'results.csv')})",
               file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return EXIT_BAD_INPUT
     print(report_text(rows, args.worst))
     if not args.no_plots:
         from .plots import write_plots
@@ -245,13 +320,45 @@ def command_report(args) -> int:
     return 0
 
 
+def _one_line_warning(command: str):
+    """Warnings (e.g. a results file set aside and recomputed) as one line naming the command, not Python's
+    file:line form pointing into ltn's source."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"ltn {command}: warning: {message}", file=sys.stderr if file is None else file)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error becomes an exit status and a message (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return {"run": command_run, "validate": command_validate, "report": command_report}[args.command](args)
+    command = {"run": command_run, "validate": command_validate, "report": command_report}[args.command]
+    from .sweep import ConfigError, ResultsError
+
+    try:
+        with warnings.catch_warnings():  # restores the default display on the way out
+            warnings.showwarning = _one_line_warning(args.command)
+            return command(args)
+    # Input that cannot be used: a config, a results folder (unreadable, corrupt, locked), or a path the system
+    # refuses (a file where a folder belongs, a read-only or full disk).
+    except (ConfigError, ResultsError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"invalid config:\n{error}" if isinstance(error, ConfigError) else f"ltn {args.command}: {error}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as error:  # noqa: BLE001 - anything else is a bug in ltn: one line, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        print(f"ltn {args.command}: internal error ({type(error).__name__}: {first_line})"
+              + ("" if args.debug else "; run with --debug for the traceback"), file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

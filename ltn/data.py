@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 import scipy.optimize
@@ -66,19 +67,62 @@ def separable_classification(seed: int, n: int, d: int, margin: float = 0.1, spa
     return Problem(X, y, "classification", teacher)
 
 
-def load_npz(path: str | os.PathLike, task: str) -> Problem:
-    """`X` and `y` (and optionally `beta_star`) from a `.npz` file."""
+def read_npz(path: str | os.PathLike, required: tuple[str, ...], optional: tuple[str, ...] = (),
+             what: str = "data file") -> dict[str, np.ndarray]:
+    """The named arrays of a `.npz` archive as float64, each checked real and finite. Every error is a
+    `ValueError` (`FileNotFoundError` for a missing file) naming `what`, the file and the array: a complex array
+    is refused, not cast to its real part."""
+    label = f"{what} {os.fspath(path)!r}"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{label} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{label} is a directory, not an .npz file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{label} is empty")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{label} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
+    arrays, name = {}, None
     try:
-        with np.load(path) as archive:
-            arrays = {key: np.asarray(archive[key], dtype=np.float64) for key in archive.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"data file {os.fspath(path)!r} does not exist") from None
-    except (ValueError, OSError) as error:
-        raise ValueError(f"data file {os.fspath(path)!r} is not a readable .npz archive: {error}") from None
-    missing = {"X", "y"} - arrays.keys()
+        with np.load(path, allow_pickle=False) as archive:
+            files = sorted(archive.files)
+            for name in (*required, *optional):
+                if name in files:
+                    arrays[name] = archive[name]
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        array = f" (array {name!r})" if name is not None else ""
+        raise ValueError(f"{label} is not a readable .npz archive{array}: {error}") from None
+    missing = [name for name in required if name not in arrays]
     if missing:
-        raise ValueError(f"data file {os.fspath(path)!r} lacks array(s) {sorted(missing)} (it has {sorted(arrays)})")
-    return check_problem(Problem(arrays["X"], arrays["y"], task, arrays.get("beta_star")))
+        raise ValueError(f"{label} lacks array(s) {missing} (it has {files})")
+    for name, array in arrays.items():
+        if np.iscomplexobj(array):
+            raise ValueError(f"{label}: array {name!r} is complex (dtype {array.dtype}); ltn needs real data")
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"{label}: array {name!r} must be numeric, got dtype {array.dtype}")
+        arrays[name] = array.astype(np.float64)
+        nonfinite = nonfinite_problem(name, arrays[name])
+        if nonfinite is not None:
+            raise ValueError(f"{label}: {nonfinite}")
+    return arrays
+
+
+def load_npz(path: str | os.PathLike, task: str) -> Problem:
+    """`X` and `y` (and optionally `beta_star`) from a `.npz` file; errors name the file and the array."""
+    arrays = read_npz(path, ("X", "y"), ("beta_star",))
+    try:
+        return check_problem(Problem(arrays["X"], arrays["y"], task, arrays.get("beta_star")))
+    except ValueError as error:
+        raise ValueError(f"data file {os.fspath(path)!r}: {error}") from None
+
+
+def nonfinite_problem(name: str, array: np.ndarray) -> str | None:
+    """"X has 2 NaN or infinite entries, the first X[0, 3] = nan", or None when every entry is finite."""
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (f"{name} has {int(bad.sum())} NaN or infinite entries, the first {name}[{', '.join(map(str, first))}] "
+            f"= {array[first]}")
 
 
 def separation_margin(X: np.ndarray, y: np.ndarray) -> float:
@@ -101,10 +145,16 @@ def check_problem(problem: Problem) -> Problem:
     X, y = problem.X, problem.y
     if X.ndim != 2:
         raise ValueError(f"X must be a matrix (n, d), got shape {X.shape}")
+    if 0 in X.shape:
+        raise ValueError(f"X must have at least one row and one column, got shape {X.shape}")
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X {X.shape}, got {y.shape}")
-    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
-        raise ValueError("X and y must be finite (found NaN or inf)")
+    for name, array in (("X", X), ("y", y)):
+        if np.iscomplexobj(array):
+            raise ValueError(f"{name} must be real, got dtype {array.dtype}")
+        nonfinite = nonfinite_problem(name, array)
+        if nonfinite is not None:
+            raise ValueError(nonfinite)
     if problem.task == "regression":
         n, d = X.shape
         if n >= d:

@@ -96,11 +96,13 @@ def plot_paths(rows, trajectories, path: str, experiment: str) -> str | None:
 
 
 def plot_final_vs_scale(rows, path: str, experiment: str) -> str | None:
-    """Final distance to the prediction against the initial scale (log-log), failing runs marked with x."""
+    """Final distance to the prediction against the initial scale (log-log); failed runs marked x, runs no
+    theory judges as open squares."""
     plt = _pyplot()
     mine = [row for row in rows if row["experiment"] == experiment]
     if not mine:
         return None
+    from .sweep import FAILED, NOT_JUDGED, PASSED
     from .sweep._results import varying_columns
 
     varying = [c for c in varying_columns(mine) if c != "init.scale"]
@@ -115,13 +117,15 @@ def plot_final_vs_scale(rows, path: str, experiment: str) -> str | None:
     anything = False
     for g, label in enumerate(groups):
         members = [row for row in mine if _group_label(row, varying) == label]
-        for passed, marker in ((True, "o"), (False, "x")):
-            points = [(row["init.scale"], value(row)) for row in members if bool(row["passed"]) == passed]
+        for verdict, marker, suffix in ((PASSED, "o", ""), (NOT_JUDGED, "s", " (not judged)"),
+                                        (FAILED, "x", " (failed)")):
+            points = [(row["init.scale"], value(row)) for row in members if row["verdict"] == verdict]
             points = [(s, max(e, 1e-17)) for s, e in points if isinstance(s, (int, float)) and np.isfinite(e)]
             if points:
                 anything = True
                 xs, ys = zip(*points)
-                axis.loglog(xs, ys, marker, color=colours[g], label=f"{label}" + ("" if passed else " (failed)"))
+                axis.loglog(xs, ys, marker, color=colours[g], label=label + suffix, mfc="none" if verdict == NOT_JUDGED
+                            else None)
     if not anything:
         plt.close(figure)
         return None
@@ -139,12 +143,13 @@ def write_plots(folder: str) -> list[str]:
     """Both plots for every experiment of a results folder, as `<experiment>-path.png` and
     `<experiment>-final.png` in the folder; returns the paths written."""
     from .sweep import read_rows, read_trajectories
+    from .sweep._config import file_stem
 
     rows = read_rows(folder)
     trajectories = read_trajectories(folder, {row["run_id"] for row in rows})
     written = []
     for experiment in dict.fromkeys(row["experiment"] for row in rows):
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(experiment))
+        safe = file_stem(str(experiment))
         for plot, suffix in ((lambda p: plot_paths(rows, trajectories, p, experiment), "path"),
                              (lambda p: plot_final_vs_scale(rows, p, experiment), "final")):
             result = plot(os.path.join(folder, f"{safe}-{suffix}.png"))

@@ -48,3 +48,33 @@ def test_check_problem_rejects_non_separable_labels():
     problem = separable_classification(0, 4, 2)
     with pytest.raises(ValueError, match="not linearly separable"):
         check_problem(type(problem)(X, np.array([1.0, -1.0]), "classification"))
+
+
+def test_load_npz_refuses_complex_and_non_finite_arrays_by_name(tmp_path):
+    problem = sparse_regression(0, 3, 6, 2)
+    np.savez(tmp_path / "c.npz", X=problem.X + 0j, y=problem.y)  # a zero imaginary part is still refused
+    with pytest.raises(ValueError, match=r"c.npz': array 'X' is complex \(dtype complex128\)"):
+        load_npz(tmp_path / "c.npz", "regression")
+    X = problem.X.copy()
+    X[2, 4] = -np.inf
+    np.savez(tmp_path / "inf.npz", X=X, y=problem.y)
+    with pytest.raises(ValueError, match=r"inf.npz': X has 1 NaN or infinite entries, the first X\[2, 4\] = -inf"):
+        load_npz(tmp_path / "inf.npz", "regression")
+    np.savez(tmp_path / "b.npz", X=problem.X, y=problem.y, beta_star=problem.beta_star + 1j)
+    with pytest.raises(ValueError, match="array 'beta_star' is complex"):
+        load_npz(tmp_path / "b.npz", "regression")
+
+
+def test_a_tensor_file_is_read_with_the_same_checks(tmp_path):
+    from ltn.sweep._build import build_network
+    from ltn.sweep._config import NetworkSpec
+
+    np.savez(tmp_path / "M.npz", M=np.ones((3, 2, 2)) * 1j)
+    with pytest.raises(ValueError, match=r"tensor file '.*M.npz': array 'M' is complex"):
+        build_network(NetworkSpec("tensor", path="M.npz"), 3, str(tmp_path))
+    np.savez(tmp_path / "deep.npz", M=np.ones((3,) + (1,) * 33))
+    with pytest.raises(ValueError, match="has depth 33, more than 32"):
+        build_network(NetworkSpec("tensor", path="deep.npz"), 3, str(tmp_path))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="tensor file .* is empty"):
+        build_network(NetworkSpec("tensor", path="empty.npz"), 3, str(tmp_path))

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 from ..networks import Network
 
 
-def as_batch(net: Network, params):
-    """Return `(batch, was_batched)`: params with a leading batch axis on every layer."""
+def as_batch(net: Network, params, X):
+    """Return `(batch, was_batched)`: params with a leading batch axis on every layer, checked (dtype, and
+    placement next to the data `X`) before anything is traced."""
     if isinstance(params, (tuple, list)) and [tuple(jnp.shape(p)) for p in params] == list(net.layer_shapes):
-        return tuple(jnp.asarray(p)[None] for p in params), False
-    return tuple(jnp.asarray(p) for p in net.check_batch(params, "params0")), True
+        return tuple(jnp.asarray(p)[None] for p in net.check_params(params, X=X)), False
+    return tuple(jnp.asarray(p) for p in net.check_batch(params, "params0", X=X)), True
 
 
 @jax.jit

@@ -16,22 +16,26 @@ import optax
 from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays, first_run
-from ._objective import Objective, tree_dot, tree_norm
-from ._result import BUDGET_EXHAUSTED, CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, nonfinite
+from ._certificate import (BATCH_AXIS, GTOL, RESIDUAL_TOL, UNDECIDED, XTOL, gradient_small, regression_verdict,
+                           tries_every)
+from ._objective import Objective, tree_norm
+from ._result import CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
 
 STEP_SCALINGS = ("none", "loss")
 
 
 def gradient_descent(net: Network, params0, X, y, loss: str = "squared", *, learning_rate: float | None = None,
                      optimizer: optax.GradientTransformation | None = None, max_steps: int = 100_000,
-                     step_scaling: str = "none", gtol: float = 1e-10, target_log_loss: float | None = None,
+                     step_scaling: str = "none", gtol: float = GTOL, xtol: float = XTOL,
+                     residual_tol: float = RESIDUAL_TOL, target_log_loss: float | None = None,
                      target_norm: float | None = None, checkpoints: int = 128) -> FlowResult:
     """Full-batch descent on `L` (default `optax.sgd(learning_rate)`), inside one `lax.while_loop`.
 
     `step_scaling="loss"` (classification) steps on `log L`, i.e. uses the step `learning_rate / L`, which keeps
-    making progress after `L` underflows. Stops like `gradient_flow` (steady state for regression, a log-loss or
-    norm target for classification, `max_steps` as the budget); records `checkpoints` summaries at
-    geometrically spaced steps. `final.time` and checkpoint `time` count steps; `log_time` is the log of the
+    making progress after `L` underflows. Stops and reports a status like `gradient_flow` (regression:
+    `converged` where the certificate of `residual_tol` and `xtol` holds, `stalled` at an exactly zero gradient,
+    `gtol` a hint to try the certificate at once; classification: a log-loss or norm target; `max_steps` as the
+    budget); records `checkpoints` summaries at geometrically spaced steps. `final.time` and checkpoint `time` count steps; `log_time` is the log of the
     equivalent flow time `sum_k step_k` (NaN for a custom optimizer, whose step has no flow-time meaning).
     A batch of initial params (leading axis) runs under one compile.
     """
@@ -50,10 +54,14 @@ def gradient_descent(net: Network, params0, X, y, loss: str = "squared", *, lear
     if not (isinstance(checkpoints, int) and checkpoints >= 2):
         raise ValueError(f"checkpoints must be an integer >= 2, got {checkpoints!r}")
     X, y = check_problem_arrays(net, X, y, task)
-    params0, batched = as_batch(net, params0)
+    params0, batched = as_batch(net, params0, X)
     if task == "classification" and target_log_loss is None and target_norm is None:
         target_log_loss = -100.0
-    static = (net, loss, max_steps, step_scaling, gtol, target_log_loss, target_norm, checkpoints)
+    for name, value in (("gtol", gtol), ("xtol", xtol), ("residual_tol", residual_tol)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    static = (net, loss, max_steps, step_scaling, gtol, xtol, residual_tol, target_log_loss, target_norm,
+              checkpoints)
     if optimizer is None:
         result = _compiled_descent(*static, None)(params0, X, y, jnp.asarray(learning_rate, dtype=float))
     else:
@@ -66,8 +74,8 @@ def _compiled_descent(*static):
     return _build_descent(*static)
 
 
-def _build_descent(net, loss, max_steps, step_scaling, gtol, target_log_loss, target_norm, num_checkpoints,
-                   optimizer):
+def _build_descent(net, loss, max_steps, step_scaling, gtol, xtol, residual_tol, target_log_loss, target_norm,
+                   num_checkpoints, optimizer):
     objective = Objective(net, loss)
     regression = objective.task == "regression"
     depth = net.depth
@@ -90,32 +98,37 @@ def _build_descent(net, loss, max_steps, step_scaling, gtol, target_log_loss, ta
         empty = jax.tree_util.tree_map(lambda leaf: jnp.full((num_checkpoints, *leaf.shape), jnp.inf, leaf.dtype),
                                        (objective.checkpoint(0, params0, X, y), jnp.zeros(())))
 
-        def stop_code(params, value, grad):
+        def decide(params, value, grad, try_certificate):
+            """`NONFINITE`, the status the certificate gives (regression: the flow's, tried where
+            `try_certificate`; classification: `CONVERGED` at a target), or `UNDECIDED`."""
             if regression:
-                threshold = gtol * scale * jnp.maximum(tree_norm(params), 1e-300) ** (depth - 1)
-                done = jnp.sqrt(tree_dot(grad, grad)) <= threshold
+                code = regression_verdict(net, params, grad, X, y, residual_tol, xtol, try_settled=try_certificate,
+                                          axis_name=BATCH_AXIS)
             else:
                 done = jnp.asarray(False)
                 if target_log_loss is not None:
                     done = done | (value <= target_log_loss)
                 if target_norm is not None:
                     done = done | (tree_norm(params) >= target_norm)
+                code = jnp.where(done, CONVERGED, UNDECIDED)
             bad = nonfinite(jax.tree_util.tree_leaves((params, grad))) | ~jnp.isfinite(value)
-            return jnp.where(bad, NONFINITE, jnp.where(done, CONVERGED, -1))
+            return jnp.where(bad, NONFINITE, code)
 
         def cond(carry):
             step, _, _, _, _, code, _ = carry
             return (code < 0) & (step < max_steps)
 
         def body(carry):
-            step, params, opt_state, records, k, _, log_time = carry
+            step, params, opt_state, records, k, code, log_time = carry
             value_grad = objective.value_and_grad(params, X, y)
             value, grad = value_grad
             record = (objective.checkpoint(step, params, X, y, learning_rate, value_grad), log_time)
             hit = checkpoint_steps[k] == step
             records = jax.tree_util.tree_map(
                 lambda buffer, new: jnp.where(hit, buffer.at[k].set(new), buffer), records, record)
-            code = stop_code(params, value, grad)
+            # Running runs share `step` (a finished run's lane still passes through here under vmap, frozen).
+            hinted = (step % tries_every(X.shape[0]) == 0) | gradient_small(params, grad, gtol, scale, depth)
+            code = decide(params, value, grad, (code < 0) & hinted)
             descent_grad = grad if (regression or step_scaling == "loss") else \
                 jax.tree_util.tree_map(lambda g: jnp.exp(value) * g, grad)
             updates, opt_state = opt.update(descent_grad, opt_state, params)
@@ -129,16 +142,19 @@ def _build_descent(net, loss, max_steps, step_scaling, gtol, target_log_loss, ta
         carry = (jnp.asarray(0), params0, opt.init(params0), empty, jnp.asarray(0), jnp.asarray(-1),
                  jnp.asarray(-jnp.inf))
         steps, params, _, records, _, code, log_time = jax.lax.while_loop(cond, body, carry)
-        final = objective.checkpoint(steps, params, X, y, learning_rate)
+        value_grad = objective.value_and_grad(params, X, y)
+        final = objective.checkpoint(steps, params, X, y, learning_rate, value_grad)
         records, record_log_times = records
-        status = jnp.where(code < 0, BUDGET_EXHAUSTED, code)
         evals = steps + (code >= 0) + 1  # one gradient a step, the stopping point's, the final summary's
+        # A run that used up max_steps is judged on its end point too.
+        code = jnp.where(code < 0, decide(params, *value_grad, True), code)
+        status = final_status(code == NONFINITE, code, False)
         stats = Stats(steps=steps, accepted_steps=steps, rejected_steps=jnp.zeros_like(steps), grad_evals=evals,
                       solver=jnp.asarray(SOLVER_NAMES.index("descent")))
         return FlowResult(params=params, beta=net.beta(params), status=status, stats=stats, final=final,
                           final_log_time=log_time, trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
 
     def solve(params0, X, y, learning_rate):
-        return jax.vmap(solve_one, in_axes=(0, None, None, None))(params0, X, y, learning_rate)
+        return jax.vmap(solve_one, in_axes=(0, None, None, None), axis_name=BATCH_AXIS)(params0, X, y, learning_rate)
 
     return jax.jit(solve)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import diffrax
 import jax
@@ -19,15 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import solve_triangular
 
 from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays, first_run
-from ._lockstep import FINISHED, NONFINITE_FIELD, STEP_UNDERFLOW, evaluations_per_step, lockstep_solve
-from ._objective import Checkpoint, Objective, tree_dot, tree_norm
-from ._result import (BUDGET_EXHAUSTED, CONVERGED, NONFINITE, SOLVER_FAILED, SOLVER_NAMES, FlowResult, Stats,
-                      Trajectory, nonfinite)
+from ._certificate import (BATCH_AXIS, GTOL, RESIDUAL_TOL, UNDECIDED, XTOL, gradient_small, interpolates,
+                           output_jacobian, regression_verdict, tries_every)
+from ._lockstep import NONFINITE_FIELD, STEP_UNDERFLOW, evaluations_per_step, lockstep_solve
+from ._objective import Checkpoint, Objective, tree_norm
+from ._result import BUDGET_EXHAUSTED, CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
 
 EXPLICIT_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 IMPLICIT_SOLVERS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
@@ -51,8 +52,9 @@ class FlowOptions:
     atol: float = 1e-13
     max_steps: int = 100_000
     t_max: float | None = None
-    gtol: float = 1e-10
-    xtol: float = 1e-10
+    gtol: float = GTOL
+    xtol: float = XTOL
+    residual_tol: float = RESIDUAL_TOL
     target_log_loss: float | None = None
     target_norm: float | None = None
     checkpoints: int = 128
@@ -63,7 +65,7 @@ class FlowOptions:
             return
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        for name in ("rtol", "atol", "gtol", "xtol"):
+        for name in ("rtol", "atol", "gtol", "xtol", "residual_tol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
@@ -76,6 +78,22 @@ class FlowOptions:
             raise ValueError(f"target_norm must be positive, got {self.target_norm}")
 
 
+class Tolerances(NamedTuple):
+    """The run-time values of a solve: arrays, so that new values do not recompile. `t_max` is NaN for the
+    default budget, the targets are -inf / inf when not set; `data_scale` (`||X||_2 ||y||`, for the scale-free
+    gradient test) is filled in once per solve (an SVD per step would dominate the cost)."""
+
+    rtol: jax.Array
+    atol: jax.Array
+    gtol: jax.Array
+    xtol: jax.Array
+    residual_tol: jax.Array
+    t_max: jax.Array
+    target_log_loss: jax.Array
+    target_norm: jax.Array
+    data_scale: jax.Array
+
+
 def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options) -> FlowResult:
     """Follow the gradient flow of `sum_i loss(f(x_i; theta), y_i)` from `params0` with an adaptive ODE solver.
 
@@ -85,16 +103,19 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     solvers vmap `diffeqsolve` (each run stops at its own target). Options (see `FlowOptions`): `solver`
     ("auto", "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3"; "auto" decides per run, see `_solve_auto`),
     `rtol`/`atol` of the step-size controller, `max_steps` and `t_max` budgets (a status, never an
-    exception), `gtol` and `xtol` (regression stops when
-    `||grad L|| <= gtol * ||X||_2 ||y|| ||theta||^(L-1)`, a scale-free steady state, or when the Gauss-Newton
-    estimate of the change of beta still to come, `||dbeta[J^+ r]||`, is at most `xtol * ||beta||`),
-    `target_log_loss` / `target_norm` (classification stops, located exactly by root finding), `checkpoints`
+    exception), `residual_tol` and `xtol` (regression is `converged` where
+    `||X beta - y|| <= residual_tol || |X| |beta| + |y| ||` and the Gauss-Newton estimate of the change of beta
+    still to come, `||dbeta[J^+ r]||`, is at most `xtol * ||beta||`; `stalled` where the gradient is exactly zero
+    short of that; see `_certificate` and docs/theory.md §11), `gtol`
+    (where `||grad L|| <= gtol * ||X||_2 ||y|| ||theta||^(L-1)` that test is tried at once, not only every few
+    steps; a small gradient alone never stops a run), `target_log_loss` / `target_norm` (classification stops,
+    located exactly by root finding; a target met at the start ends the run there, with 0 steps), `checkpoints`
     (number of geometrically spaced records), `reparametrize` (classification: integrate the rescaled,
     well-conditioned path; False integrates plain time, for checks on short horizons).
     """
     task = task_of(loss)
     X, y = check_problem_arrays(net, X, y, task)
-    params0, batched = as_batch(net, params0)
+    params0, batched = as_batch(net, params0, X)
     opts = FlowOptions(**options)
     if task == "classification" and opts.target_log_loss is None and opts.target_norm is None:
         opts = dataclasses.replace(opts, target_log_loss=-100.0)
@@ -105,7 +126,8 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
 
 def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> FlowResult:
     """`solver="auto"`, decided per run: Tsit5, or Kvaerno5 for regression runs that are stiff at the start or
-    that use up `max_steps` with Tsit5 (networks of at most IMPLICIT_MAX_PARAMS parameters)."""
+    that use up `max_steps` with Tsit5 held back by stiffness (networks of at most IMPLICIT_MAX_PARAMS
+    parameters)."""
     tsit5, kvaerno5 = (dataclasses.replace(opts, solver=name) for name in ("tsit5", "kvaerno5"))
     if task_of(loss) != "regression" or net.num_params > IMPLICIT_MAX_PARAMS:
         return _solve(net, loss, tsit5, params0, X, y)
@@ -114,16 +136,22 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Fl
         return _solve(net, loss, kvaerno5, params0, X, y)
     explicit = np.flatnonzero(~stiff)
     result = _solve(net, loss, tsit5, params0 if explicit.size == stiff.size else _take(params0, explicit), X, y)
-    # An explicit solver that used up max_steps on a regression run was stiff there (near its limit the step
-    # stays at the stability bound and step noise keeps the gradient above the steady-state level): those runs
-    # are solved again, from the start, with the L-stable Kvaerno5, whose result replaces the first one where
-    # it converged. Stats say which solver ran.
-    stalled = np.flatnonzero((np.asarray(result.status) == BUDGET_EXHAUSTED)
-                             & (np.asarray(result.stats.steps) >= opts.max_steps))
-    if stalled.size:
-        again = _solve(net, loss, kvaerno5, _take(params0, explicit[stalled]), X, y)
+    # An explicit solver that used up max_steps on a regression run may have been held back by stiffness: near
+    # its limit (it interpolates, and the step stays at the stability bound) or where the rates spread (the test
+    # at the start, where Tsit5 stopped). Those runs are solved again, from the start, with the L-stable Kvaerno5,
+    # whose result replaces the first one where it converged; stats say which solver ran. A run that is neither
+    # sits on a saddle plateau, slow but not stiff: Kvaerno5 would crawl along it too, at the price of a dense
+    # Jacobian a step (measured: 3000 steps of a 1000-parameter plateau run, 10 s with Tsit5, 530 s more).
+    out_of_steps = np.flatnonzero((np.asarray(result.status) == BUDGET_EXHAUSTED)
+                                  & (np.asarray(result.stats.steps) >= opts.max_steps))
+    if out_of_steps.size:
+        ended = _take(result.params, out_of_steps)
+        held_back = _stiff_runs(net)(ended, X) | _interpolating(net)(ended, X, y, opts.residual_tol)
+        out_of_steps = out_of_steps[np.asarray(held_back)]
+    if out_of_steps.size:
+        again = _solve(net, loss, kvaerno5, _take(params0, explicit[out_of_steps]), X, y)
         converged = np.asarray(again.status) == CONVERGED
-        result = _put(result, stalled[converged], _take(again, np.flatnonzero(converged)))
+        result = _put(result, out_of_steps[converged], _take(again, np.flatnonzero(converged)))
     if explicit.size == stiff.size:
         return result
     implicit = np.flatnonzero(stiff)
@@ -141,33 +169,31 @@ def _put(tree, index, part):
 
 
 def _solve(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> FlowResult:
-    static = dataclasses.replace(opts, rtol=None, atol=None, gtol=None, xtol=None, t_max=None,
+    static = dataclasses.replace(opts, rtol=None, atol=None, gtol=None, xtol=None, residual_tol=None, t_max=None,
                                  target_log_loss=None, target_norm=None)
-    dynamic = jnp.asarray([opts.rtol, opts.atol, opts.gtol, jnp.nan if opts.t_max is None else opts.t_max,
-                           -jnp.inf if opts.target_log_loss is None else opts.target_log_loss,
-                           jnp.inf if opts.target_norm is None else opts.target_norm, opts.xtol])
-    return _compiled_flow(net, loss, static)(params0, X, y, dynamic)
+    tolerances = Tolerances(*(jnp.asarray(value, dtype=float) for value in (
+        opts.rtol, opts.atol, opts.gtol, opts.xtol, opts.residual_tol, jnp.nan if opts.t_max is None else opts.t_max,
+        -jnp.inf if opts.target_log_loss is None else opts.target_log_loss,
+        jnp.inf if opts.target_norm is None else opts.target_norm, jnp.nan)))
+    return _compiled_flow(net, loss, static)(params0, X, y, tolerances)
 
 
 @functools.lru_cache(maxsize=64)
 def _stiff_runs(net: Network):
-    """Compiled per-run test: is cond(J J^T) > STIFF_CONDITION at the start (J: Jacobian of the outputs)?"""
+    """Compiled per-run test: is cond(J J^T) > STIFF_CONDITION at these params (J: Jacobian of the outputs)?"""
 
-    def stiff(params0, X):
-        J = _output_jacobian(net, params0, X)[1]
+    def stiff(params, X):
+        J = output_jacobian(net, params, X)[1]
         eigenvalues = jnp.linalg.eigvalsh(J @ J.T)
         return (eigenvalues[0] > 0) & (eigenvalues[-1] > STIFF_CONDITION * eigenvalues[0])
 
     return jax.jit(jax.vmap(stiff, in_axes=(0, None)))
 
 
-def _output_jacobian(net: Network, params, X):
-    """`f(X)` and `J = d f(X) / d theta` as an (n, p) matrix (p: the flattened parameters). Rows one backward pass
-    at a time (lax.map, not jacrev's vmap): a second batch axis on top of a batch of runs hits an XLA CPU layout
-    bug in FFTs (Convolutional nets: RET_CHECK in fft_thunk.cc)."""
-    flat, unravel = ravel_pytree(params)
-    outputs, pullback = jax.vjp(lambda v: net.apply(unravel(v), X), flat)
-    return outputs, jax.lax.map(lambda e: pullback(e)[0], jnp.eye(X.shape[0], dtype=flat.dtype))
+@functools.lru_cache(maxsize=64)
+def _interpolating(net: Network):
+    """Compiled per-run residual test of the certificate."""
+    return jax.jit(jax.vmap(functools.partial(interpolates, net), in_axes=(0, None, None, None)))
 
 
 def _make_solver(name: str):
@@ -206,44 +232,29 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         value_and_grad = objective.value_and_grad(params, X, y)
         return objective.checkpoint(t, params, X, y, velocity_scale(params, value_and_grad[0]), value_and_grad)
 
-    def broken(params, args):
-        return nonfinite(jax.tree_util.tree_leaves((params, vector_field(0.0, params, args))))
+    def broken(params, velocity):
+        return nonfinite(jax.tree_util.tree_leaves((params, velocity)))
 
-    def steady_scale(params, tolerances):
-        """Regression stops when ||grad L|| falls below this (tolerances[7] holds ||X||_2 ||y||, computed once
-        per solve: an SVD per step would dominate the cost)."""
-        return tolerances[2] * tolerances[7] * jnp.maximum(tree_norm(params), 1e-300) ** (depth - 1)
+    def verdict(params, velocity, X, y, tol: Tolerances, **gating):
+        return regression_verdict(net, params, velocity, X, y, tol.residual_tol, tol.xtol, **gating)
 
-    def settled(params, X, y, tolerances):
-        """Regression also stops when the Gauss-Newton estimate of the change of beta still to come is small:
-        `||dbeta[J^+ r]|| <= xtol ||beta||` (J: Jacobian of the outputs, r: residuals). Near the limit the flow's
-        remaining displacement is `-J^+ r` to first order. Unlike `||grad L||` it ignores the step noise of an
-        explicit solver held at its stability bound by a stiff run: that noise lies in directions of large
-        curvature, where `J^+` divides it down while the gradient multiplies it up (measured: Tsit5 ends 1e-11
-        from the limit, gradient stuck above gtol 1e-12 for 300000 steps). Measured in beta, not theta, because
-        at large scales a small relative move of theta is a large one of beta."""
-        flat, unravel = ravel_pytree(params)
-        outputs, J = _output_jacobian(net, params, X)
-        residual = outputs - y
-        # Minimum-norm solution of J step = r from a QR factorisation of J^T (backward stable in J; 4x cheaper
-        # than lstsq's SVD, which was 40% of a batched solve). Near-singular R makes the step huge, and a
-        # non-finite one compares False: both keep the run going, never stop it early.
-        q, R = jnp.linalg.qr(J.T)
-        step = q @ solve_triangular(R, residual, trans="T")
-        beta, change = jax.jvp(lambda v: net.beta(unravel(v)), (flat,), (step,))
-        return jnp.linalg.norm(change) <= tolerances[6] * jnp.linalg.norm(beta)
+    def target_reached(log_loss, param_norm, tol: Tolerances):
+        """Classification: judged on the point itself, not on the solver's code (at |log L| ~ 1e5 the root finder
+        may report non-convergence after locating the stop to ~1e-12 relative)."""
+        slack = 1e-9 * jnp.abs(tol.target_log_loss)
+        return (log_loss <= tol.target_log_loss + slack) | (param_norm >= tol.target_norm * (1 - 1e-9))
 
-    def with_data_scale(X, y, tolerances):
-        return jnp.concatenate([tolerances, (jnp.linalg.norm(X, 2) * jnp.linalg.norm(y))[None]])
+    def with_data_scale(X, y, tol: Tolerances):
+        return tol._replace(data_scale=jnp.linalg.norm(X, 2) * jnp.linalg.norm(y))
 
     def natural_time(params, velocity):
         """||theta|| / ||d theta/dt|| at the start: the time scale on which the run first moves."""
         time = tree_norm(params) / jnp.maximum(tree_norm(velocity), 1e-300)
         return jnp.where(jnp.isfinite(time) & (time > 0), time, 1.0)
 
-    def time_grid(natural, tolerances):
+    def time_grid(natural, tol: Tolerances):
         """The time budget and the geometric checkpoint times of one run."""
-        t_max = jnp.where(jnp.isnan(tolerances[3]), (1e12 if regression else 1e5) * natural, tolerances[3])
+        t_max = jnp.where(jnp.isnan(tol.t_max), (1e12 if regression else 1e5) * natural, tol.t_max)
         t_first = jnp.minimum(1e-3 * natural, t_max / 10)
         grid = jnp.minimum(jnp.geomspace(t_first, t_max, opts.checkpoints - 1), t_max)  # geomspace may round up
         return t_max, jnp.concatenate([jnp.zeros(1), grid])
@@ -254,64 +265,67 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         return FlowResult(params=params, beta=net.beta(params), status=status, stats=stats, final=final,
                           final_log_time=final_log_time, trajectory=Trajectory(checkpoints=records, log_time=log_time))
 
-    def solve_lockstep(params0, X, y, tolerances):
+    def solve_lockstep(params0, X, y, tol: Tolerances):
         """Regression with an explicit pair: the whole batch in one loop, each run with its own steps."""
-        tolerances = with_data_scale(X, y, tolerances)
-        args = (X, y, tolerances)
+        tol = with_data_scale(X, y, tol)
+        args = (X, y, tol)
         _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf: leaf[0], params0))
         flatten = jax.vmap(lambda p: ravel_pytree(p)[0])
         unflatten = jax.vmap(unravel)
         field = jax.vmap(lambda v: ravel_pytree(vector_field(0.0, unravel(v), args))[0])
+        # The certificate of a batch: the costly part of the test runs once for all runs that need it.
+        verdicts = jax.vmap(lambda v, f, wanted: verdict(unravel(v), f, X, y, tol, try_settled=wanted,
+                                                         axis_name=BATCH_AXIS), axis_name=BATCH_AXIS)
 
-        def finished(Y, F):  # ||F|| = ||grad L||: the steady state, tested at accepted points for free (FSAL)
-            return jnp.linalg.norm(F, axis=1) <= jax.vmap(lambda v: steady_scale(v, tolerances))(Y)
+        def stationary(Y, F):  # tested at every accepted point for free (FSAL): a zero field never moves again
+            return jnp.all(F == 0, axis=1)
 
-        settle_every = max(16, 8 * X.shape[0])  # a distance test costs n backward passes and a solve
+        def settled(Y, F, wanted):
+            return verdicts(Y, F, wanted) != UNDECIDED
+
+        def hint(Y, F):  # F = -grad L
+            return jax.vmap(lambda v, f: gradient_small(v, f, tol.gtol, tol.data_scale, depth))(Y, F)
+
         Y0 = flatten(params0)
         natural = jax.vmap(natural_time)(Y0, field(Y0))
-        t_max, save_ts = jax.vmap(lambda n: time_grid(n, tolerances))(natural)
-        end = lockstep_solve(field, finished, lambda t, v: checkpoint(t, unravel(v), args), Y0, solver=solver,
-                             rtol=tolerances[0], atol=tolerances[1], t_max=t_max, save_ts=save_ts,
-                             max_steps=opts.max_steps,
-                             settled=jax.vmap(lambda v: settled(unravel(v), X, y, tolerances)),
-                             settle_every=settle_every)
+        t_max, save_ts = jax.vmap(lambda n: time_grid(n, tol))(natural)
+        end = lockstep_solve(field, stationary, lambda t, v: checkpoint(t, unravel(v), args), Y0, solver=solver,
+                             rtol=tol.rtol, atol=tol.atol, t_max=t_max, save_ts=save_ts, max_steps=opts.max_steps,
+                             settled=settled, settle_every=tries_every(X.shape[0]), hint=hint)
         params = unflatten(end.y)
         final = jax.vmap(checkpoint, in_axes=(0, 0, None))(end.t, params, args)
         # log L = -inf is a regression run that interpolates exactly, not a failure.
         is_broken = (end.stop == NONFINITE_FIELD) | ~jnp.all(jnp.isfinite(end.y), axis=1) | jnp.isnan(
             final.log_loss) | (final.log_loss == jnp.inf)
-        status = jnp.where(is_broken, NONFINITE, jnp.where(end.stop == FINISHED, CONVERGED, jnp.where(
-            end.stop == STEP_UNDERFLOW, SOLVER_FAILED, BUDGET_EXHAUSTED)))
+        status = final_status(is_broken, verdicts(end.y, end.f, jnp.ones(end.y.shape[0], bool)),
+                              end.stop == STEP_UNDERFLOW)
         # Evaluations: per step, the pair's stages but the first (FSAL); at the start f(y0) and one more for the
-        # initial step size; n backward passes per distance test. Records (one evaluation per checkpoint) are
-        # not part of the solve.
-        distance_tests = (end.steps + settle_every - 1) // settle_every
-        grad_evals = evaluations_per_step(solver) * end.steps + 2 + X.shape[0] * distance_tests
+        # initial step size. Records (one evaluation per checkpoint) and certificate tests are not counted.
+        grad_evals = evaluations_per_step(solver) * end.steps + 2
         records = end.records
         log_time = jnp.where(records.time > 0, jnp.log(records.time), -jnp.inf)
         return jax.vmap(result)(params, records, final, jnp.log(end.t), log_time, status, end.steps, end.accepted,
                                 grad_evals)
 
-    # Real-valued stopping conditions of one run: the stop is located by root finding on the dense output.
-    # diffrax calls them as (t, y, args, **kwargs), by keyword when locating an event (y: the params).
-    def steady_or_broken(t, y, args, **kwargs):
-        X, labels, tolerances = args
-        grad = jax.grad(objective.value)(y, X, labels)
-        steady = jnp.sqrt(tree_dot(grad, grad)) <= steady_scale(y, tolerances)
-        return steady | settled(y, X, labels, tolerances) | broken(y, args)
+    # Stopping conditions of one run (diffrax calls them as (t, y, args, **kwargs); y: the params). Classification
+    # targets are real-valued: the stop is located by root finding on the dense output.
+    def regression_stop(t, y, args, **kwargs):
+        X, labels, tol = args
+        velocity = vector_field(t, y, args)
+        return (verdict(y, velocity, X, labels, tol) != UNDECIDED) | broken(y, velocity)
 
     def is_broken(t, y, args, **kwargs):
-        return broken(y, args)
+        return broken(y, vector_field(t, y, args))
 
     def below_target_log_loss(t, y, args, **kwargs):
-        X, labels, tolerances = args
-        return objective.log_loss(y, X, labels) - tolerances[4]
+        X, labels, tol = args
+        return objective.log_loss(y, X, labels) - tol.target_log_loss
 
     def above_target_norm(t, y, args, **kwargs):
-        return args[2][5] - tree_norm(y)
+        return args[2].target_norm - tree_norm(y)
 
     if regression:
-        event = diffrax.Event(steady_or_broken)
+        event = diffrax.Event(regression_stop)
     else:
         event = diffrax.Event([is_broken, below_target_log_loss, above_target_norm],
                               root_finder=optx.Newton(rtol=1e-10, atol=1e-10))
@@ -321,34 +335,44 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         # A field that overflowed freezes the run where it is (reported nonfinite) instead of stalling the solver.
         return jax.tree_util.tree_map(lambda leaf: jnp.where(nonfinite(jax.tree_util.tree_leaves(v)), 0.0, leaf), v)
 
-    def solve_one(params0, X, y, tolerances):
+    def decided(params, velocity, X, y, tol: Tolerances):
+        """The status the certificate gives `params` (`UNDECIDED` if none): regression's verdict, or
+        classification's target."""
+        if regression:
+            return verdict(params, velocity, X, y, tol)
+        reached = target_reached(objective.log_loss(params, X, y), tree_norm(params), tol)
+        return jnp.where(reached, CONVERGED, UNDECIDED)
+
+    def solve_one(params0, X, y, tol: Tolerances):
         """One run with `diffeqsolve`: classification (each run stops at its own target, located by root
-        finding) and implicit solvers (a Jacobian of one run, not of a batch)."""
-        tolerances = with_data_scale(X, y, tolerances)
-        args = (X, y, tolerances)
-        t_max, ts = time_grid(natural_time(params0, vector_field(0.0, params0, args)), tolerances)
+        finding) and implicit solvers (a Jacobian of one run, not of a batch). A run decided at the start (a
+        target already met, a certified or stalled start) ends there: a solve from t = 0 to 0, with 0 steps."""
+        tol = with_data_scale(X, y, tol)
+        args = (X, y, tol)
+        velocity0 = vector_field(0.0, params0, args)
+        done_at_start = decided(params0, velocity0, X, y, tol) != UNDECIDED
+        t_max, ts = time_grid(natural_time(params0, velocity0), tol)
+        t_max, ts = jnp.where(done_at_start, 0.0, t_max), jnp.where(done_at_start, 0.0, ts)
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=checkpoint), diffrax.SubSaveAt(t1=True)])
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(guarded_field), solver, t0=0.0, t1=t_max, dt0=None, y0=params0, args=args,
-            saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=tolerances[0], atol=tolerances[1]),
+            saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=tol.rtol, atol=tol.atol),
             max_steps=opts.max_steps, event=event, throw=False,
             adjoint=diffrax.ForwardMode(),  # no reverse-mode through the solve: the plain, cheaper while loop
         )
         records, final_params = sol.ys
+        # A run that ended at the start saved every checkpoint at t = 0: only the first one was reached.
+        later = done_at_start & (jnp.arange(ts.shape[0]) > 0)
+        records = jax.tree_util.tree_map(
+            lambda leaf: jnp.where(later.reshape(-1, *[1] * (leaf.ndim - 1)), jnp.inf, leaf), records)
         final_params = jax.tree_util.tree_map(lambda leaf: leaf[0], final_params)
         t_end = sol.ts[1][-1]
         final = checkpoint(t_end, final_params, args)
-        is_broken = broken(final_params, args) | jnp.isnan(final.log_loss) | (final.log_loss == jnp.inf)
-        if regression:
-            reached = steady_or_broken(t_end, final_params, args) & ~is_broken
-        else:
-            # Judged on the end point, not on the solver's code: at |log L| ~ 1e5 the root finder may report
-            # non-convergence after locating the stop to ~1e-12 relative.
-            slack = 1e-9 * jnp.abs(tolerances[4])
-            reached = (final.log_loss <= tolerances[4] + slack) | (final.param_norm >= tolerances[5] * (1 - 1e-9))
-        ended = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.max_steps_reached)
-        status = jnp.where(is_broken, NONFINITE, jnp.where(reached, CONVERGED, jnp.where(
-            ended | (sol.result == diffrax.RESULTS.event_occurred), BUDGET_EXHAUSTED, SOLVER_FAILED)))
+        final_velocity = vector_field(t_end, final_params, args)
+        is_broken = broken(final_params, final_velocity) | jnp.isnan(final.log_loss) | (final.log_loss == jnp.inf)
+        ended = ((sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.max_steps_reached)
+                 | (sol.result == diffrax.RESULTS.event_occurred))
+        status = final_status(is_broken, decided(final_params, final_velocity, X, y, tol), ~ended)
         steps = sol.stats["num_steps"]
         # Explicit pairs (FSAL): stages-1 evaluations a step, +1 at the start, +2 for the initial step size.
         # Implicit solvers: not counted (-1).
@@ -361,11 +385,11 @@ def _compiled_flow(net: Network, loss: str, opts: FlowOptions):
         return result(final_params, records, final, final_log_time, log_time, status, steps,
                       sol.stats["num_accepted_steps"], grad_evals)
 
-    def solve(params0, X, y, tolerances):
+    def solve(params0, X, y, tol: Tolerances):
         TRACE_COUNT["flow"] += 1
         if regression and opts.solver in EXPLICIT_SOLVERS:
-            return solve_lockstep(params0, X, y, tolerances)
-        return jax.vmap(solve_one, in_axes=(0, None, None, None))(params0, X, y, tolerances)
+            return solve_lockstep(params0, X, y, tol)
+        return jax.vmap(solve_one, in_axes=(0, None, None, None))(params0, X, y, tol)
 
     return jax.jit(solve)
 

@@ -28,11 +28,12 @@ PADDING = -1  # an empty lane of a phase (never written back)
 
 
 class Lockstep(NamedTuple):
-    """End state of a batch: per run, its time and state, why it stopped, step counts, and the records saved at
-    its requested times (`inf` where a run stopped before a time)."""
+    """End state of a batch: per run, its time, state and vector field there, why it stopped, step counts, and the
+    records saved at its requested times (`inf` where a run stopped before a time)."""
 
     t: Float[Array, " batch"]
     y: Float[Array, "batch p"]
+    f: Float[Array, "batch p"]
     stop: Int[Array, " batch"]
     steps: Int[Array, " batch"]
     accepted: Int[Array, " batch"]
@@ -72,13 +73,15 @@ def lockstep_solve(
     max_steps: int,
     settled: Callable | None = None,
     settle_every: int = 1,
+    hint: Callable | None = None,
 ) -> Lockstep:
     """Integrate `dy/dt = field(y)` (batched: `field` maps `(batch, p) -> (batch, p)`) for every run until
     `finished(y, f)` (per run, at accepted points, `f = field(y)`), `t_max`, `max_steps` or a failure.
     `record(t, y)` (per run) is saved at `save_ts` (increasing per run, `save_ts[:, 0] == 0`) from the dense
     output of the step that crosses each time. Error control per run: RMS of the error scaled by
-    `atol + rtol * max(|y0|, |y1|)`, as diffrax's `PIDController`. `settled(y)` is a second, costlier stopping
-    test (per run, batched like `field`), tried at accepted points every `settle_every` loop iterations."""
+    `atol + rtol * max(|y0|, |y1|)`, as diffrax's `PIDController`. `settled(y, f, wanted)` is a second, costlier
+    stopping test (per run, batched like `field`; `wanted` marks the runs whose answer counts), tried at the start
+    and at accepted points every `settle_every` loop iterations, and at once where the cheap `hint(y, f)` holds."""
     tableau = solver.tableau
     assert tableau.fsal, "lockstep_solve needs a first-same-as-last pair"
     error_order = solver.order(None) + 1
@@ -104,7 +107,10 @@ def lockstep_solve(
 
     finite_start = jnp.all(jnp.isfinite(f0), axis=1) & jnp.all(jnp.isfinite(y0), axis=1)
     stop = jnp.where(finite_start, RUNNING, NONFINITE_FIELD)
-    stop = jnp.where((stop == RUNNING) & finished(y0, f0), FINISHED, stop)
+    done = finished(y0, f0)
+    if settled is not None:
+        done = done | settled(y0, f0, stop == RUNNING)
+    stop = jnp.where((stop == RUNNING) & done, FINISHED, stop)
     first_records = jax.vmap(record)(jnp.zeros(batch, y0.dtype), y0)
     # One spare slot at the end takes the writes of runs with nothing to save (a scatter needs an index).
     records = jax.tree_util.tree_map(
@@ -155,8 +161,11 @@ def lockstep_solve(
         steps = s.steps + active
         done = finished(y1, f1)
         if settled is not None:
-            done = done | jax.lax.cond((iteration % settle_every == 0) & jnp.any(accept), settled,
-                                       lambda y: jnp.zeros(y.shape[0], bool), y1)
+            tried = (iteration % settle_every == 0) & jnp.any(accept)
+            if hint is not None:
+                tried = tried | jnp.any(accept & hint(y1, f1))
+            done = done | jax.lax.cond(tried, settled, lambda y, f, wanted: jnp.zeros(y.shape[0], bool), y1, f1,
+                                       accept)
         stop = jnp.where(accept & done, FINISHED, s.stop)
         stop = jnp.where((stop == RUNNING) & active & (t >= s.t_max), TIME_BUDGET, stop)
         stop = jnp.where((stop == RUNNING) & active & ~accept & (s.t + h * factor == s.t), STEP_UNDERFLOW, stop)
@@ -191,5 +200,5 @@ def lockstep_solve(
         lane = lane._replace(stop=jnp.where(index < batch, lane.stop, PADDING))
         lane, _ = run_until(lane, iteration, 0)
         state = jax.tree_util.tree_map(lambda full, part: full.at[index].set(part, mode="drop"), state, lane)
-    return Lockstep(t=state.t, y=state.y, stop=state.stop, steps=state.steps, accepted=state.accepted,
+    return Lockstep(t=state.t, y=state.y, f=state.f, stop=state.stop, steps=state.steps, accepted=state.accepted,
                     records=jax.tree_util.tree_map(lambda leaf: leaf[:, :slots], state.records))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +12,20 @@ from jaxtyping import Array, Float, Int
 from ..networks import Params
 from ._objective import Checkpoint
 
-STATUSES = ("converged", "budget_exhausted", "nonfinite", "solver_failed")
-CONVERGED, BUDGET_EXHAUSTED, NONFINITE, SOLVER_FAILED = range(len(STATUSES))
+
+class Status(enum.IntEnum):
+    """How a run ended; each status is a claim with a certificate behind it (docs/theory.md §11). A new status
+    takes the next code, so stored codes keep their meaning."""
+
+    CONVERGED = 0  # regression: interpolates and settled (`_certificate`); classification: its target reached
+    BUDGET_EXHAUSTED = 1  # max_steps or t_max used up before any other status applied
+    NONFINITE = 2  # parameters, loss or vector field overflowed
+    SOLVER_FAILED = 3  # the step size underflowed, or the implicit solver failed
+    STALLED = 4  # regression: the gradient is exactly zero at a point that is not certified converged
+
+
+STATUSES = tuple(status.name.lower() for status in Status)  # names by code, for tables and the sweep
+CONVERGED, BUDGET_EXHAUSTED, NONFINITE, SOLVER_FAILED, STALLED = Status
 
 
 # Index of `Stats.solver`: the ODE solvers, then "descent".
@@ -20,8 +34,9 @@ SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "descent")
 
 class Stats(eqx.Module):
     """Work done: solver steps (accepted and rejected), the solver's evaluations of the gradient (vector field;
-    -1 where an implicit solver's Newton iterations are not counted; each recorded checkpoint costs one more,
-    not counted) and which solver ran (`solver_name`)."""
+    -1 where an implicit solver's Newton iterations are not counted; each recorded checkpoint costs one more, and
+    each try of the regression certificate up to n backward passes, neither counted) and which solver ran
+    (`solver_name`)."""
 
     steps: Int[Array, ""]
     accepted_steps: Int[Array, ""]
@@ -61,7 +76,7 @@ class FlowResult(eqx.Module):
 
     @property
     def status_name(self):
-        """`"converged"`, `"budget_exhausted"`, `"nonfinite"` or `"solver_failed"` (an array of them if batched)."""
+        """One of `STATUSES` (an array of them if batched)."""
         return _names(self.status, STATUSES)
 
 
@@ -74,3 +89,11 @@ def _names(codes, table):
 
 def nonfinite(tree_leaves) -> Array:
     return ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in tree_leaves]))
+
+
+def final_status(broken, decided, failed) -> Array:
+    """The status of a run that ended: `NONFINITE` if it is `broken`, else the status its certificate `decided`
+    (`CONVERGED` or `STALLED`; a negative code where none applies), else `SOLVER_FAILED` if the solver `failed`,
+    else `BUDGET_EXHAUSTED`."""
+    return jnp.where(broken, NONFINITE, jnp.where(decided >= 0, decided, jnp.where(
+        failed, SOLVER_FAILED, BUDGET_EXHAUSTED)))

@@ -42,6 +42,24 @@ def frozen_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
     return array
 
 
+def float_dtype() -> np.dtype:
+    """The dtype ltn computes in: float64, or float32 when JAX runs without x64 (`LTN_FLOAT32=1`)."""
+    return jax.dtypes.canonicalize_dtype(np.float64)
+
+
+def check_placement(arrays: dict) -> None:
+    """Arrays committed to devices (by `jax.device_put`) must share one placement: JAX cannot combine arrays
+    committed to different devices and would fail inside the computation. Uncommitted arrays and NumPy arrays
+    go wherever the computation runs; traced arrays have no placement of their own. Moving the data silently
+    would hide the user's choice of device, so this raises instead."""
+    placed = {name: value.sharding.device_set for name, value in arrays.items()
+              if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and value.committed}
+    if len({frozenset(devices) for devices in placed.values()}) > 1:
+        where = "; ".join(f"{name} on {sorted(str(d) for d in devices)}" for name, devices in placed.items())
+        raise ValueError(f"the arrays are committed to different devices ({where}); put them on the same "
+                         f"device(s) with jax.device_put")
+
+
 def positive_int(value, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -107,10 +125,11 @@ class Network(abc.ABC):
         X = jnp.asarray(X)
         if X.ndim < 1 or X.shape[-1] != self.d:
             raise ValueError(f"X must have shape (..., {self.d}) for this network (d={self.d}), got {X.shape}")
-        return X @ self.beta(params)
+        return X @ self._beta(self.check_params(params, X=X))
 
-    def check_params(self, params: Sequence[Array]) -> Params:
-        """Return params as a tuple after checking it has one array per layer, each of its layer's shape."""
+    def check_params(self, params: Sequence[Array], *, X=None) -> Params:
+        """Return params as a tuple after checking it has one array per layer, each of its layer's shape, of
+        ltn's real float dtype (`float_dtype()`), and, given the data `X`, placed on X's devices."""
         if not isinstance(params, (tuple, list)):
             raise TypeError(f"params must be a tuple of {self.depth} arrays (one per layer), "
                             f"got {type(params).__name__}")
@@ -121,10 +140,24 @@ class Network(abc.ABC):
                 raise TypeError(f"params[{layer}] must be an array, got {type(value).__name__}")
             if tuple(value.shape) != shape:
                 raise ValueError(f"params[{layer}] must have shape {shape}, got {tuple(value.shape)}")
+        return self._check_values(params, "params", X)
+
+    @staticmethod
+    def _check_values(params, name: str, X) -> Params:
+        """Dtype and placement of params already checked for shape (see `check_params`)."""
+        expected = float_dtype()
+        for layer, value in enumerate(params):
+            dtype = np.dtype(value.dtype)
+            if not np.issubdtype(dtype, np.floating) or jax.dtypes.canonicalize_dtype(dtype) != expected:
+                raise TypeError(f"{name}[{layer}] must be a real array of dtype {expected} (ltn computes in "
+                                f"{expected}; convert with .astype), got dtype {dtype}")
+        if X is not None:
+            check_placement({**{f"{name}[{layer}]": value for layer, value in enumerate(params)}, "X": X})
         return tuple(params)
 
-    def check_batch(self, params: Sequence[Array], name: str = "params") -> Params:
-        """Return a batch of params (every layer with one common leading axis) as a tuple, after checking it."""
+    def check_batch(self, params: Sequence[Array], name: str = "params", *, X=None) -> Params:
+        """Return a batch of params (every layer with one common leading axis) as a tuple, after the checks of
+        `check_params` on every layer."""
         if not isinstance(params, (tuple, list)) or len(params) != self.depth:
             raise TypeError(f"{name} must be a tuple of {self.depth} arrays (one per layer), or a batch of them")
         shapes = [tuple(np.shape(p)) for p in params]
@@ -132,7 +165,7 @@ class Network(abc.ABC):
                 s[1:] != layer for s, layer in zip(shapes, self.layer_shapes)):
             raise ValueError(f"{name} must have layer shapes {self.layer_shapes}, or these with a common leading "
                              f"batch axis; got {tuple(shapes)}")
-        return tuple(params)
+        return self._check_values(params, name, X)
 
     # --- initialisation --------------------------------------------------------------------------------
     def init(self, key: PRNGKeyArray, scale: float = 1.0, kind: str = "gaussian",
@@ -142,7 +175,11 @@ class Network(abc.ABC):
         - `"gaussian"`: i.i.d. standard normal entries times `scale`.
         - `"theorem"` (odeco networks): `U_l^T v_l = scale * eta_bar` for l < L and `U_L^T v_L = 0` (docs/theory.md §7),
           with the part of each layer outside range(U_l) zero; `eta_bar > 0` defaults to all ones.
+
+        `scale` must be a finite real number >= 0 (0 is the zero initialisation, a stationary point of the flow;
+        a negative scale only flips signs the seed already randomises, and is refused as a likely mistake).
         """
+        check_scale(scale)
         if kind == "gaussian":
             if eta_bar is not None:
                 raise ValueError("eta_bar is only used by kind='theorem'")
@@ -178,6 +215,18 @@ class Network(abc.ABC):
                 v = v.real
             layers.append(v.reshape(shape))
         return tuple(layers)
+
+
+def check_scale(scale) -> None:
+    """Refuse a concrete scale that is not a finite real number >= 0. A traced scale (a batch of inits built
+    under `jax.vmap`) cannot be inspected here: the builder of the batch checks its scales."""
+    if isinstance(scale, jax.core.Tracer):
+        return
+    value = np.asarray(scale)
+    if value.ndim != 0 or not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+        raise TypeError(f"scale must be a real number, got {scale!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
 
 
 def contract_all(tensor: Array, vectors: Sequence[Array]) -> Array:

@@ -19,5 +19,14 @@ from ._config import (
     loads_config as loads_config,
 )
 from ._grid import expand as expand, group_runs as group_runs, run_id as run_id, validate as validate
-from ._results import read_rows as read_rows, read_trajectories as read_trajectories
+from ._results import (
+    CorruptResults as CorruptResults,
+    RecoveryWarning as RecoveryWarning,
+    ResultsError as ResultsError,
+    ResultsLocked as ResultsLocked,
+    read_rows as read_rows,
+    read_trajectories as read_trajectories,
+)
 from ._runner import SweepOutcome as SweepOutcome, run_sweep as run_sweep
+from ._theory import (FAILED as FAILED, NOT_JUDGED as NOT_JUDGED, PASSED as PASSED,
+                      VERDICTS as VERDICTS)

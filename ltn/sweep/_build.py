@@ -1,6 +1,7 @@
 """Specs -> the objects the solver takes: networks, problems and batches of initial parameters.
 
-Builders are cached on the (hashable) specs: a sweep builds each network and each problem once.
+Builders are cached on the (hashable) specs and on the SHA-256 of the files they read: a sweep builds each
+network and each problem once, and a file rewritten between two sweeps of one process is read again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 
 from .. import data as ltn_data
 from ..networks import Convolutional, Diagonal, FullyConnected, Network, Odeco, TensorNetwork, dft_matrix
-from ._config import DataSpec, NetworkSpec, RunSpec
+from ._config import MAX_DEPTH, DataSpec, NetworkSpec, RunSpec
+from ._grid import file_sha256, input_files
 
 
 def resolve_path(path: str, base_dir: str) -> str:
@@ -22,8 +24,8 @@ def resolve_path(path: str, base_dir: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def build_problem(spec: DataSpec, task: str, base_dir: str = ".") -> ltn_data.Problem:
-    """The data of a run (deterministic in `spec.seed`)."""
+def build_problem(spec: DataSpec, task: str, base_dir: str = ".", contents: str | None = None) -> ltn_data.Problem:
+    """The data of a run (deterministic in `spec.seed`). `contents`: the data file's hash (a cache key only)."""
     if spec.kind == "sparse_gaussian":
         return ltn_data.sparse_regression(spec.seed, spec.n, spec.d, spec.sparsity, spec.noise)
     if spec.kind == "separable":
@@ -40,8 +42,8 @@ def random_orthogonal(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def build_network(spec: NetworkSpec, d: int, base_dir: str = ".") -> Network:
-    """The network of a run on inputs of dimension `d`."""
+def build_network(spec: NetworkSpec, d: int, base_dir: str = ".", contents: str | None = None) -> Network:
+    """The network of a run on inputs of dimension `d`. `contents`: the tensor file's hash (a cache key only)."""
     if spec.kind == "diagonal":
         return Diagonal(d, spec.depth)
     if spec.kind == "fully_connected":
@@ -60,19 +62,21 @@ def build_network(spec: NetworkSpec, d: int, base_dir: str = ".") -> Network:
         return Odeco(S, tuple(random_orthogonal(rng, d) for _ in range(spec.depth)))
     if spec.kind == "tensor":
         path = resolve_path(spec.path, base_dir)
+        M = ltn_data.read_npz(path, ("M",), what="tensor file")["M"]
+        if M.ndim - 1 > MAX_DEPTH:
+            raise ValueError(f"tensor file {path!r}: M of shape {M.shape} has depth {M.ndim - 1}, more than "
+                             f"{MAX_DEPTH} (compile time grows with depth)")
         try:
-            with np.load(path) as archive:
-                if "M" not in archive.files:
-                    raise ValueError(f"tensor file {path!r} lacks an array 'M' (it has {archive.files})")
-                return TensorNetwork(np.asarray(archive["M"], dtype=np.float64))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"tensor file {path!r} does not exist") from None
+            return TensorNetwork(M)
+        except ValueError as error:
+            raise ValueError(f"tensor file {path!r}: {error}") from None
     raise ValueError(f"unknown network kind {spec.kind!r}")
 
 
 def network_and_problem(run: RunSpec) -> tuple[Network, ltn_data.Problem]:
-    problem = build_problem(run.data, run.task, run.base_dir)
-    return build_network(run.network, problem.d, run.base_dir), problem
+    hashes = {section: file_sha256(path) for section, path in input_files(run).items()}
+    problem = build_problem(run.data, run.task, run.base_dir, hashes.get("data"))
+    return build_network(run.network, problem.d, run.base_dir, hashes.get("network")), problem
 
 
 def init_params(net: Network, run: RunSpec):

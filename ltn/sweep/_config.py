@@ -22,6 +22,10 @@ and a classification sweep that share `seeds` and `flow` settings)::
 
 Every problem is reported as a `ConfigError` naming the file, the field and the reason, all problems at once,
 before any compute starts. Only the sections `task`, `data` and `network` are required.
+
+Besides types, a config is held to limits that keep `ltn validate` cheap and a run finite: at most `MAX_RUNS`
+runs per file (counted from the axes, never expanded to find out), `MAX_DEPTH` layers, `MAX_CHECKPOINTS`
+checkpoints, seeds that fit `jax.random.PRNGKey` (`0 <= seed < 2**32`), and names that are simple file names.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 from typing import Any, Callable
@@ -48,6 +53,33 @@ FLOW_SOLVERS = ("auto", "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3")
 SOLVERS = (*FLOW_SOLVERS, "descent")
 DESCENT_OPTIMIZERS = ("sgd", "momentum", "adam")
 STEP_SCALINGS = ("none", "loss")
+# A config holding more runs is refused before its grid is expanded: expanding and checking 10^7 runs took
+# `ltn validate` past 1.3 GB; 10^5 runs take ~12 s and ~100 MB (2-core CPU).
+MAX_RUNS = 100_000
+# Compile time grows with depth: a depth-32 diagonal flow (d = 8, Tsit5) took 42 s to compile and solve on a
+# 2-core CPU, depth 8 took 12 s, and depth 100 ran for minutes without a word.
+MAX_DEPTH = 32
+# Each checkpoint stores a summary of every run of a batch; the defaults are 64 (sweeps) and 128 (the API).
+MAX_CHECKPOINTS = 10_000
+# `jax.random.PRNGKey` takes a uint32 seed without x64 (2**32 wraps to the key of seed 0).
+SEED_LIMIT = 2**32
+
+
+def file_stem(name: str) -> str:
+    """The form of an experiment name used in file names (the report's plots): characters other than
+    letters, digits, '-' and '_' become '_'. Two names with one stem would overwrite each other's files."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def name_problem(name) -> str | None:
+    """Why `name` cannot name a sweep or an experiment, or None. A name becomes a results folder
+    (`results/<name>`) and file names inside it: it must be a plain file name that stays where it is put."""
+    if not isinstance(name, str) or not name.strip():
+        return f"must be a non-empty string, got {name!r}"
+    if "/" in name or "\\" in name or name in (".", "..") or os.path.isabs(name) or "\0" in name:
+        return (f"must be a simple file name (no '/', '\\', and not '.' or '..'): it names the results folder "
+                f"and files in it, got {name!r}")
+    return None
 
 
 class ConfigError(ValueError):
@@ -106,6 +138,7 @@ class SolverSpec:
     t_max: float | None = None
     gtol: float = FlowOptions.gtol
     xtol: float = FlowOptions.xtol
+    residual_tol: float = FlowOptions.residual_tol
     target_log_loss: float | None = None
     target_norm: float | None = None
     checkpoints: int = 64
@@ -114,13 +147,13 @@ class SolverSpec:
     step_scaling: str = "none"
 
     def flow_options(self) -> dict:
-        names = ("solver", "rtol", "atol", "max_steps", "t_max", "gtol", "xtol", "target_log_loss",
-                 "target_norm", "checkpoints")
+        names = ("solver", "rtol", "atol", "max_steps", "t_max", "gtol", "xtol", "residual_tol",
+                 "target_log_loss", "target_norm", "checkpoints")
         return {name: getattr(self, name) for name in names}
 
     def descent_options(self) -> dict:
-        names = ("learning_rate", "optimizer", "max_steps", "step_scaling", "gtol", "target_log_loss",
-                 "target_norm", "checkpoints")
+        names = ("learning_rate", "optimizer", "max_steps", "step_scaling", "gtol", "xtol", "residual_tol",
+                 "target_log_loss", "target_norm", "checkpoints")
         return {name: getattr(self, name) for name in names}
 
 
@@ -192,8 +225,11 @@ class _Field:
     default: Any = None
     choices: tuple | None = None
     minimum: float | None = None
+    maximum: float | None = None
     positive: bool = False
     sweep: bool = True
+    max_items: int | None = None  # list-valued fields: at most this many entries
+    why: str = ""  # the reason for a bound, added to its message
 
 
 _SCHEMA: dict[str, dict[str, _Field]] = {
@@ -209,10 +245,10 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     },
     "network": {
         "kind": _Field("str", _REQUIRED, choices=NETWORK_KINDS, sweep=False),
-        "depth": _Field("int", None, minimum=1),
-        "widths": _Field("int_list", None),
+        "depth": _Field("int", None, minimum=1, maximum=MAX_DEPTH, why="compile time grows with depth"),
+        "widths": _Field("int_list", None, max_items=MAX_DEPTH - 1, why="compile time grows with depth"),
         "width": _Field("int", None, minimum=1),
-        "filter_size": _Field("int_or_list", None),
+        "filter_size": _Field("int_or_list", None, max_items=MAX_DEPTH - 1, why="compile time grows with depth"),
         "basis": _Field("str", "random", choices=ODECO_BASES),
         "seed": _Field("int", 0, minimum=0),
         "path": _Field("str", None),
@@ -229,9 +265,11 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "t_max": _Field("float", None, positive=True),
         "gtol": _Field("float", SolverSpec.gtol, positive=True),
         "xtol": _Field("float", SolverSpec.xtol, positive=True),
+        "residual_tol": _Field("float", SolverSpec.residual_tol, positive=True),
         "target_log_loss": _Field("float", None),
         "target_norm": _Field("float", None, positive=True),
-        "checkpoints": _Field("int", SolverSpec.checkpoints, minimum=2),
+        "checkpoints": _Field("int", SolverSpec.checkpoints, minimum=2, maximum=MAX_CHECKPOINTS,
+                              why="each checkpoint is stored for every run"),
         "learning_rate": _Field("float", None, positive=True),
         "optimizer": _Field("str", None, choices=DESCENT_OPTIMIZERS),
         "step_scaling": _Field("str", "none", choices=STEP_SCALINGS),
@@ -239,7 +277,10 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     "check": {
         "enabled": _Field("bool", True, sweep=False),
         "tolerance": _Field("float", CheckSpec.tolerance, positive=True),
-        "cosine": _Field("float", CheckSpec.cosine, minimum=-1.0),
+        # A threshold above 1 can never pass; one at or below 0 passes a direction orthogonal (or opposite) to
+        # the prediction, which checks nothing. `enabled = false` is the way to skip the check.
+        "cosine": _Field("float", CheckSpec.cosine, positive=True, maximum=1.0,
+                         why="a cosine threshold must lie in (0, 1]"),
         "certificate": _Field("float", None, positive=True),
     },
 }
@@ -251,7 +292,8 @@ _NETWORK_KEYS = {"diagonal": {"depth"}, "fully_connected": {"depth", "widths", "
                  "convolutional": {"depth", "filter_size"}, "odeco": {"depth", "basis", "seed"},
                  "tensor": {"path"}}
 _DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
-_FLOW_ONLY = ("rtol", "atol", "t_max", "xtol")
+_FLOW_ONLY = ("rtol", "atol", "t_max")
+_REGRESSION_ONLY = ("xtol", "residual_tol")  # the regression certificate (docs/theory.md §11)
 
 
 def _did_you_mean(key: str, options) -> str:
@@ -311,12 +353,18 @@ def _check_scalar(value, field: _Field, where: str, problems: _Problems) -> Any:
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items):
             problems.add(where, f"must hold positive integers, got {value!r}")
             return None
+        if field.max_items is not None and len(items) > field.max_items:
+            problems.add(where, f"must hold at most {field.max_items} entries ({field.why}), got {len(items)}")
+            return None
         return tuple(items) if isinstance(value, list) else value
     if field.positive and not value > 0:
         problems.add(where, f"must be positive, got {value!r}")
         return None
     if field.minimum is not None and value < field.minimum:
         problems.add(where, f"must be >= {field.minimum:g}, got {value!r}")
+        return None
+    if field.maximum is not None and value > field.maximum:
+        problems.add(where, f"must be <= {field.maximum:g} ({field.why}), got {value!r}")
         return None
     return value
 
@@ -365,8 +413,12 @@ def _check_section(name: str, table, where: str, problems: _Problems, axes: dict
 
 def _parse_seeds(value, where: str, problems: _Problems) -> tuple[int, ...] | None:
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         problems.add(where, f"must be a non-negative integer or a non-empty list of them, got {value!r}")
+        return None
+    outside = [v for v in values if not 0 <= v < SEED_LIMIT]
+    if outside:
+        problems.add(where, f"must be integers in [0, 2**32) (the seeds of jax.random.PRNGKey), got {outside[0]!r}")
         return None
     if len(set(values)) != len(values):
         problems.add(where, f"must not repeat seeds, got {value!r}")
@@ -399,8 +451,9 @@ def _parse_experiment(table: dict, where: str, source: str, index: int, problems
         problems.add(f"{prefix}task", f"must be one of {list(TASKS)}, got {task!r}")
         task = None
     name = table.get("name", f"experiment{index}")
-    if not isinstance(name, str) or not name:
-        problems.add(f"{prefix}name", f"must be a non-empty string, got {name!r}")
+    reason = name_problem(name)
+    if reason is not None:
+        problems.add(f"{prefix}name", reason)
         name = f"experiment{index}"
     loss = table.get("loss", DEFAULT_LOSS.get(task))
     if loss is not None and loss not in LOSS_TASK:
@@ -443,16 +496,51 @@ def parse_config(raw: dict, source: str = "<config>") -> SweepSpec:
             spec = _parse_experiment(_merge(raw, table), f"experiment[{i}]", source, i, problems)
             if spec is not None:
                 experiments.append(spec)
-        names = [e.name for e in experiments]
-        for duplicate in sorted({n for n in names if names.count(n) > 1}):
-            problems.add("experiment", f"two experiments are named {duplicate!r}; names must be unique")
+        for message in duplicate_names([e.name for e in experiments]):
+            problems.add("experiment", message)
+        if "name" in raw:
+            reason = name_problem(raw["name"])
+            if reason is not None:
+                problems.add("name", reason)
     else:
         spec = _parse_experiment(raw, "", source, 0, problems)
         if spec is not None:
             experiments.append(spec)
+    if experiments:
+        _check_grid_size(experiments, problems)
     problems.raise_if_any()
     name = raw.get("name", experiments[0].name) if isinstance(raw.get("name"), str) else experiments[0].name
     return SweepSpec(source=source, name=name, experiments=tuple(experiments), raw=raw)
+
+
+def duplicate_names(names: list[str]) -> list[str]:
+    """A message for each set of experiment names that are equal or share a `file_stem`: their rows and plot
+    files would land in one place."""
+    by_stem: dict[str, list[str]] = {}
+    for name in names:
+        by_stem.setdefault(file_stem(name), []).append(name)
+    messages = []
+    for stem, same in by_stem.items():
+        if len(same) > 1 and len(set(same)) == 1:
+            messages.append(f"two experiments are named {same[0]!r}; names must be unique")
+        elif len(same) > 1:
+            messages.append(f"experiments {' and '.join(map(repr, dict.fromkeys(same)))} would write the same "
+                            f"files (both become {stem!r} in file names); rename one")
+    return messages
+
+
+def grid_size(experiment: ExperimentSpec) -> int:
+    """The number of runs of an experiment, from its axes (without expanding them)."""
+    return math.prod(len(values) for _, values in experiment.axes) * len(experiment.seeds)
+
+
+def _check_grid_size(experiments: list[ExperimentSpec], problems: _Problems) -> None:
+    total = sum(grid_size(e) for e in experiments)
+    if total > MAX_RUNS:
+        detail = "; ".join(f"{e.name}: " + " * ".join([f"{name} x{len(values)}" for name, values in e.axes]
+                                                       + [f"seeds x{len(e.seeds)}"]) for e in experiments)
+        problems.add("grid", f"holds {total:,} runs ({detail}), more than the {MAX_RUNS:,} a config may hold; "
+                     f"split it into several configs")
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
@@ -462,8 +550,8 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
         raise ConfigError([f"--set {assignment}: expected key=value (e.g. flow.rtol=1e-6)"])
     key, text = assignment.split("=", 1)
     key, text = key.strip(), text.strip()
-    if not key:
-        raise ConfigError([f"--set {assignment}: empty key"])
+    if not key or not all(key.split(".")):
+        raise ConfigError([f"--set {assignment}: empty key or key part (expected e.g. flow.rtol=1e-6)"])
     try:
         value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
@@ -473,27 +561,41 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Set dotted keys in the raw document; with `[[experiment]]` tables a section key is set in every
-    experiment that defines that section (and in the shared defaults), so it wins everywhere."""
+    experiment that defines that section (and in the shared defaults), so it wins everywhere. A number in the
+    key indexes a list (`experiment.1.seeds=[0]`)."""
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         path, value = parse_override(assignment)
+        experiments = raw.get("experiment")
+        if path[0] == "experiment" and len(path) > 1 and not isinstance(experiments, list):
+            raise ConfigError([f"--set {assignment}: this config has no [[experiment]] tables to index"])
         targets = [raw]
-        if isinstance(raw.get("experiment"), list) and path[0] != "experiment":
+        if isinstance(experiments, list) and path[0] != "experiment":
             # A top-level key (e.g. seeds) wins in every experiment, except the name, which must stay unique.
-            targets += [t for t in raw["experiment"] if isinstance(t, dict)
-                        and ((len(path) == 1 and path[0] != "name") or path[0] in t)]
+            targets += [t for t in experiments if isinstance(t, dict) and path != ["name"]
+                        and (len(path) == 1 or path[0] in t)]
         for target in targets:
-            node = target
-            for part in path[:-1]:
-                if part.isdigit() and isinstance(node, list):
-                    node = node[int(part)]
-                    continue
-                child = node.setdefault(part, {})
-                if not isinstance(child, (dict, list)):
-                    raise ConfigError([f"--set {assignment}: {part!r} is not a table"])
-                node = child
-            node[path[-1]] = value
+            _set_path(target, path, value, assignment)
     return raw
+
+
+def _set_path(node, path: list[str], value, assignment: str) -> None:
+    """`node[path[0]][path[1]]... = value`, creating tables on the way; list items by index only."""
+    for depth, part in enumerate(path):
+        key: str | int = part
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(path[:depth])
+                raise ConfigError([f"--set {assignment}: {where} is a list of {len(node)} entries; {part!r} is "
+                                   f"not one of its indices (0 to {len(node) - 1})"])
+            key = int(part)
+        if depth == len(path) - 1:
+            node[key] = value
+            return
+        child = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+        if not isinstance(child, (dict, list)):
+            raise ConfigError([f"--set {assignment}: {part!r} is not a table"])
+        node = child
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> SweepSpec:
@@ -507,6 +609,15 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
             raw = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError([f"{source}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{source}: is a directory, not a TOML config file"]) from None
+    except OSError as error:
+        raise ConfigError([f"{source}: cannot be read: {error.strerror or error}"]) from None
+    except UnicodeDecodeError as error:
+        before = error.object[:error.start]
+        line, column = before.count(b"\n") + 1, error.start - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError([f"{source}: not UTF-8 text (TOML must be UTF-8): byte {error.object[error.start]:#04x} "
+                           f"at line {line}, column {column}"]) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{source}: not valid TOML: {error}"]) from None
     return validate(parse_config(apply_overrides(raw, overrides or []), source))

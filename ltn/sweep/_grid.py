@@ -13,6 +13,9 @@ import itertools
 import json
 import os
 
+import jax
+
+from .._version import __version__
 from ._config import (
     DATA_KINDS,
     CheckSpec,
@@ -28,6 +31,7 @@ from ._config import (
     _DATA_REQUIRED,
     _DESCENT_ONLY,
     _FLOW_ONLY,
+    _REGRESSION_ONLY,
     _NETWORK_KEYS,
     _did_you_mean,
 )
@@ -136,9 +140,13 @@ def _resolve(experiment: ExperimentSpec, values: dict, seed: int, problems: list
     if task == "regression":
         for key in ("target_log_loss", "target_norm"):
             if key in flow:
-                problem(f"flow.{key}", "is a classification stop; regression stops at a steady state (gtol)")
-    elif "xtol" in flow:
-        problem("flow.xtol", "is a regression stop; classification stops at target_log_loss or target_norm")
+                problem(f"flow.{key}", "is a classification stop; regression stops where its end point is "
+                        "certified (residual_tol, xtol)")
+    else:
+        for key in _REGRESSION_ONLY:
+            if key in flow:
+                problem(f"flow.{key}", "is part of the regression certificate; classification stops at "
+                        "target_log_loss or target_norm")
 
     init = sections["init"]
     if len(problems) > fail:
@@ -192,8 +200,35 @@ def group_runs(runs: list[RunSpec]) -> list[list[RunSpec]]:
 # --- identity -------------------------------------------------------------------------------------------------
 
 
-def run_columns(run: RunSpec) -> dict:
-    """The config of a run as flat, dotted columns (the config part of a results row)."""
+def precision() -> str:
+    """The float precision runs compute in: "float64", unless `LTN_FLOAT32` left JAX at its float32 default."""
+    return "float64" if jax.config.jax_enable_x64 else "float32"
+
+
+def input_files(run: RunSpec) -> dict[str, str]:
+    """The files a run reads, as `{section: resolved path}`: the data of kind "npz", the tensor of kind "tensor"."""
+    files = {}
+    if run.data.kind == "npz":
+        files["data"] = os.path.normpath(os.path.join(run.base_dir, run.data.path))
+    if run.network.kind == "tensor":
+        files["network"] = os.path.normpath(os.path.join(run.base_dir, run.network.path))
+    return files
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's contents, hashed once while its (size, mtime, ctime, inode) stay the same: a sweep
+    asks for every run, and rewriting the file changes the key."""
+    stat = os.stat(path)
+    return _file_sha256(path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, *signature) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _config_columns(run: RunSpec) -> dict:
     columns = {"experiment": run.experiment, "task": run.task, "loss": run.loss}
     for section, spec in (("data", run.data), ("network", run.network), ("init", run.init),
                           ("flow", run.solver), ("check", run.check)):
@@ -206,17 +241,37 @@ def run_columns(run: RunSpec) -> dict:
     return columns
 
 
-@functools.lru_cache(maxsize=1 << 16)
+def _identity_columns(run: RunSpec) -> dict:
+    """What determines a run's result besides its config: the contents of its input files, the precision, and
+    the ltn version (a stamp for the code: a source tree edited without a new version keeps its ids)."""
+    hashes = {f"{section}.sha256": file_sha256(path) for section, path in input_files(run).items()}
+    return {**hashes, "precision": precision(), "ltn_version": __version__}
+
+
+def run_columns(run: RunSpec) -> dict:
+    """The config of a run as flat, dotted columns, then its identity columns (input file hashes, precision,
+    ltn version): the config part of a results row, and everything its run id covers."""
+    return {**_config_columns(run), **_identity_columns(run)}
+
+
 def run_id(run: RunSpec) -> str:
-    """A stable id: hash of the run's full resolved config and seed (so a restart recognises finished runs).
-    Cached: a sweep asks for each id several times, and hashing the JSON of a run costs ~0.1 ms."""
-    text = json.dumps(run_columns(run), sort_keys=True, default=str)
+    """A stable id: hash of `run_columns` (the resolved config, the seed, the SHA-256 of every input file, the
+    precision and the ltn version), so a restart recognises finished runs and never trusts a result computed
+    from other data, in another precision or by another version. The same in every process; computed without
+    any JAX compute."""
+    return _run_id(run, tuple(_identity_columns(run).items()))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _run_id(run: RunSpec, identity: tuple) -> str:
+    # Cached: a sweep asks for each id several times, and hashing the JSON of a run costs ~0.1 ms.
+    text = json.dumps({**_config_columns(run), **dict(identity)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def group_id(group: list[RunSpec]) -> str:
-    key = group[0].group_key()
-    return hashlib.sha256(json.dumps(run_columns(key), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """The id of a group: the run id of its static part (no seed, no scale), shortened."""
+    return run_id(group[0].group_key())[:12]
 
 
 # --- validation -------------------------------------------------------------------------------------------------
@@ -261,4 +316,5 @@ def validate(sweep: SweepSpec) -> SweepSpec:
 
 
 __all__ = ["expand", "expand_experiment", "group_runs", "run_columns", "run_id", "group_id", "validate",
+           "precision", "input_files", "file_sha256",
            "descent_available", "_did_you_mean"]

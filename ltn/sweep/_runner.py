@@ -14,9 +14,9 @@ import numpy as np
 from ..flow import STATUSES, gradient_flow
 from ._build import init_batch, network_and_problem
 from ._config import RunSpec, SweepSpec
-from ._grid import expand, group_id, group_runs, run_columns, run_id
+from ._grid import expand, file_sha256, group_id, group_runs, input_files, precision, run_columns, run_id
 from ._results import ResultsStore, write_manifest
-from ._theory import check_group
+from ._theory import FAILED, NOT_JUDGED, check_group
 
 
 def _optax_optimizer(name: str, learning_rate: float):
@@ -39,7 +39,12 @@ class SweepOutcome:
 
     @property
     def failed(self) -> list:
-        return [row for row in self.rows if not row["passed"]]
+        """Rows whose verdict is "failed" (a run that is "not judged" has not failed; nor has it passed)."""
+        return [row for row in self.rows if row["verdict"] == FAILED]
+
+    @property
+    def not_judged(self) -> list:
+        return [row for row in self.rows if row["verdict"] == NOT_JUDGED]
 
 
 # --- sharding -------------------------------------------------------------------------------------------------
@@ -188,34 +193,40 @@ def run_sweep(sweeps: SweepSpec | list[SweepSpec], out_dir: str, *, progress: bo
     batch over all local devices. `max_groups` stops after that many groups were computed (to test resuming).
     `grouped=False` solves every run on its own (one call per run, same compile): the baseline of
     benchmarks/sweep.py.
+
+    The folder is locked for the whole sweep: `ResultsLocked` when another sweep writes into it, `ResultsError`
+    when it cannot be written (both before any compute). Result files it cannot trust are set aside and their
+    runs recomputed, with a `RecoveryWarning` (see `ResultsStore`).
     """
     sweeps = [sweeps] if isinstance(sweeps, SweepSpec) else list(sweeps)
     runs = [run for sweep in sweeps for run in expand(sweep)]
     ids = [run_id(run) for run in runs]
     if len(set(ids)) != len(ids):
         raise ValueError("two runs of this sweep have the same resolved config and seed; remove the duplicate")
-    store = ResultsStore(out_dir)
-    write_manifest(out_dir, [{"source": s.source, "config": s.raw} for s in sweeps],
-                   {"runs": len(runs), "groups": len(group_runs(runs))})
-    wanted = set(ids)
-    already = len(wanted & store.done)
-    computed = groups = 0
-    with _progress(len(runs), already, progress) as bar:
-        for group in (group_runs(runs) if grouped else [[run] for run in runs]):
-            todo = [run for run in group if run_id(run) not in store.done]
-            if not todo:
-                continue
-            if max_groups is not None and groups >= max_groups:
-                break
-            bar.set_description(f"{todo[0].experiment} ({len(todo)} runs)")
-            net, problem, params0, result, solver_used, wall = solve_group(todo, shard=shard)
-            rows, trajectories = group_rows(todo, net, problem, params0, result, solver_used, wall)
-            store.append(rows, trajectories)
-            computed += len(todo)
-            groups += 1
-            bar.update(len(todo))
-    store.merge_trajectories()
-    by_id = {row["run_id"]: row for row in store.rows}
+    inputs = {path: file_sha256(path) for run in runs for path in input_files(run).values()}
+    with ResultsStore(out_dir) as store:  # locks the folder (ResultsLocked) and repairs it, before any compute
+        write_manifest(out_dir, [{"source": s.source, "config": s.raw} for s in sweeps],
+                       {"runs": len(runs), "groups": len(group_runs(runs)), "precision": precision(),
+                        "input_sha256": inputs})
+        wanted = set(ids)
+        already = len(wanted & store.done)
+        computed = groups = 0
+        with _progress(len(runs), already, progress) as bar:
+            for group in (group_runs(runs) if grouped else [[run] for run in runs]):
+                todo = [run for run in group if run_id(run) not in store.done]
+                if not todo:
+                    continue
+                if max_groups is not None and groups >= max_groups:
+                    break
+                bar.set_description(f"{todo[0].experiment} ({len(todo)} runs)")
+                net, problem, params0, result, solver_used, wall = solve_group(todo, shard=shard)
+                rows, trajectories = group_rows(todo, net, problem, params0, result, solver_used, wall)
+                store.append(rows, trajectories)
+                computed += len(todo)
+                groups += 1
+                bar.update(len(todo))
+        store.merge_trajectories()
+        by_id = {row["run_id"]: row for row in store.rows}
     rows = [by_id[i] for i in ids if i in by_id]
     return SweepOutcome(out_dir=os.fspath(out_dir), rows=rows, runs_total=len(runs), runs_computed=computed,
                         groups_computed=groups)

@@ -23,6 +23,11 @@ CERTIFICATE = "certificate"  # classification without a closed prediction: the c
 UNAVAILABLE = "unavailable"  # no prediction could be made (see check_error)
 DISABLED = "disabled"
 
+# A run's verdict (the `verdict` column): "passed" / "failed" against a theory that applies to it, or "not judged"
+# where none does (a limit in the initial scale only, a certificate with no tolerance, a disabled check). A run
+# that is not judged is never counted as passed; only "failed" makes `ltn run` exit 1.
+PASSED, FAILED, NOT_JUDGED = VERDICTS = ("passed", "failed", "not judged")
+
 
 def _theory():
     try:
@@ -72,16 +77,21 @@ class CheckOutcome:
     relative_error: float = float("nan")
     certificate: float = float("nan")
     certificate_name: str = ""
-    passed: bool = False
+    verdict: str = FAILED
     reason: str = ""
     check_error: str = ""
     predicted_beta: np.ndarray | None = None
     limits: dict = dataclasses.field(default_factory=dict)  # regression: the alpha -> 0 / inf limit columns
 
+    @property
+    def passed(self) -> bool:
+        return self.verdict == PASSED
+
     def columns(self) -> dict:
         return {"prediction": self.prediction, "check_kind": self.check_kind, "prediction_exact": self.exact,
                 "cosine": self.cosine, "relative_error": self.relative_error, "certificate": self.certificate,
-                "certificate_name": self.certificate_name, "passed": self.passed, "reason": self.reason,
+                "certificate_name": self.certificate_name, "passed": self.passed, "verdict": self.verdict,
+                "reason": self.reason,
                 "check_error": self.check_error, **{c: self.limits.get(c, LIMIT_DEFAULTS[c]) for c in LIMIT_COLUMNS}}
 
 
@@ -238,8 +248,7 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
     `(prediction, scale limits)` of this run from `check_group` (each possibly an exception)."""
     converged = status == "converged"
     if not run.check.enabled:
-        return CheckOutcome(check_kind=DISABLED, passed=converged,
-                            reason="" if converged else f"status {status}")
+        return CheckOutcome(check_kind=DISABLED, verdict=NOT_JUDGED, reason="check disabled")
     theory = _theory()
     if theory is None:
         return CheckOutcome(reason="ltn.theory is not available", check_error="ltn.theory is not available")
@@ -278,6 +287,7 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
         certificate, certificate_name = float("nan"), ""
         certificate_error = f"certificate: {type(error).__name__}: {error}"
     reasons = [] if converged else [f"status {status}"]
+    judged = True
     if run.task == "regression":
         relative_error = float(np.linalg.norm(beta - predicted) / max(predicted_norm, 1e-300))
         if exact:
@@ -285,7 +295,10 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
             if not relative_error <= run.check.tolerance:
                 reasons.append(f"relative error {relative_error:.2e} > tolerance {run.check.tolerance:.0e}")
         else:
-            kind = LIMIT  # a limit in the initial scale: the distance is a measurement, not a verdict
+            # A limit in the initial scale: at a finite scale no theorem says where this run ends, so the
+            # distance is a measurement, not a verdict.
+            kind, judged = LIMIT, False
+            reasons.append(f"no exact theory at a finite scale: {name} is a limit in the initial scale")
     else:
         kind = DIRECTION
         direction = predicted / predicted_norm if predicted_norm > 0 else predicted
@@ -300,7 +313,7 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
     return CheckOutcome(prediction=name, check_kind=kind + ("" if exact or kind == LIMIT else " (stationary point)"),
                         exact=exact, cosine=cosine,
                         relative_error=relative_error, certificate=certificate, certificate_name=certificate_name,
-                        passed=not reasons, reason="; ".join(reasons), check_error=certificate_error,
+                        verdict=_verdict(judged, reasons), reason="; ".join(reasons), check_error=certificate_error,
                         predicted_beta=predicted, limits=limits)
 
 
@@ -312,8 +325,17 @@ def _certificate_only(net, run, params, X, y, status, name) -> CheckOutcome:
         return CheckOutcome(prediction=name, check_kind=CERTIFICATE, reason="no certificate",
                             check_error=f"certificate: {type(error).__name__}: {error}")
     if run.check.certificate is None:
-        reasons.append("no closed prediction: set check.certificate to judge the certificate")
-    elif not certificate <= run.check.certificate:
+        return CheckOutcome(prediction=name, check_kind=CERTIFICATE, exact=False, certificate=certificate,
+                            certificate_name=certificate_name, verdict=NOT_JUDGED,
+                            reason="no closed prediction: set check.certificate to judge the certificate")
+    if not certificate <= run.check.certificate:
         reasons.append(f"{certificate_name} residual {certificate:.2e} > {run.check.certificate:.0e}")
     return CheckOutcome(prediction=name, check_kind=CERTIFICATE, exact=False, certificate=certificate,
-                        certificate_name=certificate_name, passed=not reasons, reason="; ".join(reasons))
+                        certificate_name=certificate_name, verdict=_verdict(True, reasons),
+                        reason="; ".join(reasons))
+
+
+def _verdict(judged: bool, reasons: list[str]) -> str:
+    if not judged:
+        return NOT_JUDGED
+    return FAILED if reasons else PASSED

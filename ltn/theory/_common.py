@@ -41,6 +41,13 @@ def check_data(net: Network, X, y, task: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X {X.shape}, got {y.shape}")
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
         raise ValueError("X and y must be finite (found NaN or inf)")
+    if task == "regression":
+        # The regression limits are interpolants (docs/theory.md §5-6): with n > d, or X of rank < n, there is
+        # in general none, and the dual solves would return a point the flow never reaches.
+        rank = np.linalg.matrix_rank(X)
+        if rank < X.shape[0]:
+            raise ValueError(f"X: regression predictions need an underdetermined problem with full row rank "
+                             f"(interpolants exist), got n = {X.shape[0]}, d = {X.shape[1]}, rank {rank}")
     if task == "classification" and not np.all(np.isin(y, (-1.0, 1.0))):
         raise ValueError("y: classification labels must be -1 or +1 (for loss 'exponential' or 'logistic'); "
                          f"found values such as {y[~np.isin(y, (-1.0, 1.0))][:3]}")

@@ -26,10 +26,10 @@ def never(Y, F):
 
 
 def solve(Y0, t_max, save_ts, finished=never, max_steps=10_000, solver=diffrax.Tsit5(), field=linear_field,
-          settled=None, settle_every=1):
+          settled=None, settle_every=1, hint=None):
     return jax.jit(lambda Y0, t_max, save_ts: lockstep_solve(
         field, finished, lambda t, y: y, Y0, solver=solver, rtol=RTOL, atol=ATOL, t_max=t_max, save_ts=save_ts,
-        max_steps=max_steps, settled=settled, settle_every=settle_every))(Y0, t_max, save_ts)
+        max_steps=max_steps, settled=settled, settle_every=settle_every, hint=hint))(Y0, t_max, save_ts)
 
 
 def exact(y0, t):
@@ -100,3 +100,19 @@ def test_costly_stop_is_tried_every_few_iterations():
     assert np.all(np.asarray(costly.stop) == FINISHED)
     first, tried = int(cheap.steps[0]), int(costly.steps[0])  # measured 463 and 463
     assert first <= tried < first + 7 and tried % 7 == 1  # iterations 0, 7, 14, ... end steps 1, 8, 15, ...
+
+
+def test_costly_stop_is_tried_at_once_where_hinted_and_at_the_start():
+    """A `hint` (cheap, every step) makes `settled` be tried at that very step; a run `settled` at the start takes
+    no step; `end.f` is the field at the end point."""
+    y0 = jnp.ones((2, 4))
+    save_ts = jnp.broadcast_to(jnp.asarray([0.0, 1e3]), (2, 2))
+    small = lambda Y, *_: jnp.linalg.norm(Y, axis=1) < 1e-3
+    cheap = solve(y0, jnp.full(2, 1e3), save_ts, finished=small)
+    hinted = solve(y0, jnp.full(2, 1e3), save_ts, settled=small, settle_every=1000, hint=small)
+    unhinted = solve(y0, jnp.full(2, 1e3), save_ts, settled=small, settle_every=1000)
+    assert np.all(np.asarray(hinted.stop) == FINISHED) and int(hinted.steps[0]) == int(cheap.steps[0])  # 463
+    assert int(unhinted.steps[0]) == 1001  # tried at iterations 0 and 1000 only: the first try after 463
+    np.testing.assert_allclose(hinted.f, linear_field(hinted.y), rtol=1e-14)
+    at_start = solve(y0 * 1e-4, jnp.full(2, 1e3), save_ts, settled=small, settle_every=1000)
+    assert list(np.asarray(at_start.steps)) == [0, 0] and np.all(np.asarray(at_start.stop) == FINISHED)

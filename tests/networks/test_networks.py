@@ -247,3 +247,35 @@ def test_bad_params_and_inputs_raise():
         ltn.Diagonal(3, 2).init(jax.random.PRNGKey(0), kind="theorem", eta_bar=np.ones(2))
     with pytest.raises(ValueError, match="conjugate-symmetric"):
         ltn.Convolutional(4, 2).init(jax.random.PRNGKey(0), kind="theorem", eta_bar=np.arange(1.0, 5.0))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "theorem"])
+def test_init_scale_must_be_finite_and_non_negative(kind):
+    net, key = ltn.Diagonal(3, 2), jax.random.PRNGKey(0)
+    for scale in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"scale must be finite and >= 0, got {scale}"):
+            net.init(key, scale=scale, kind=kind)
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        net.init(key, scale=np.ones(2), kind=kind)
+    # Zero is the zero initialisation (a stationary point of the flow), allowed.
+    assert all(not np.any(np.asarray(p)) for p in net.init(key, scale=0.0, kind=kind))
+    # A traced scale (a batch of inits under vmap, as sweeps build them) is left to the batch's builder.
+    batch = jax.vmap(lambda s: net.init(key, scale=s, kind=kind))(jnp.array([0.5, 1.0]))
+    assert batch[0].shape == (2, 3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex128, jnp.int64])
+def test_params_must_be_real_float64(dtype):
+    net = ltn.Diagonal(3, 2)
+    params = tuple(p.astype(dtype) for p in net.init(jax.random.PRNGKey(0), 1.0))
+    message = rf"params\[0\] must be a real array of dtype float64 .* got dtype {jnp.dtype(dtype)}"
+    with pytest.raises(TypeError, match=message):
+        net.beta(params)
+    with pytest.raises(TypeError, match=message.replace("params", "inits")):
+        net.check_batch(tuple(p[None] for p in params), "inits")
+    if dtype is jnp.int64:
+        return  # the flow's own grad refuses integer inputs before it reaches the network
+    # As a user meets it: the flow refuses while tracing, before any step (it used to fail inside JAX's VJP).
+    X, y = np.eye(2, 3), np.ones(2)
+    with pytest.raises(TypeError, match=message):
+        ltn.gradient_flow(net, params, X, y, "squared", solver="tsit5", checkpoints=2)

@@ -65,7 +65,7 @@ def test_missing_required_sections(tmp_path):
     (BASE + 'flow = { learning_rate = 0.1 }\n', "set solver = 'descent'"),
     (BASE + 'flow = { target_norm = 10.0 }\n', "classification stop"),
     (BASE.replace('"regression"', '"classification"').replace('"sparse_gaussian"', '"separable"')
-     + 'flow = { xtol = 1e-8 }\n', "is a regression stop"),
+     + 'flow = { xtol = 1e-8 }\n', "xtol: is part of the regression certificate"),
     (BASE.replace("d = 8 }", "d = 8, margin = 0.2 }"), "not used by data kind 'sparse_gaussian'"),
     (BASE.replace('"diagonal", depth = 2', '"fully_connected", widths = [3], depth = 3'), "disagrees with widths"),
     (BASE + "seeds = [1, 1]\n", "must not repeat seeds"),
@@ -161,3 +161,28 @@ def test_fully_connected_width_defaults_to_the_input_dimension():
     from ltn.sweep._build import network_and_problem
     net, _ = network_and_problem(run)
     assert net.widths == (8, 8)
+
+
+def test_overrides_index_lists_and_leave_experiment_names_alone():
+    raw = {"name": "s", "seeds": [0, 1], "experiment": [{"name": "a", "seeds": [2]}, {"name": "b"}]}
+    out = apply_overrides(raw, ["seeds.0=7", "experiment.1.seeds=[9]", "name=t"])
+    assert out["seeds"] == [7, 1] and [e["seeds"] for e in out["experiment"]] == [[7], [9]]
+    assert [e["name"] for e in out["experiment"]] == ["a", "b"] and out["name"] == "t"
+    with pytest.raises(ConfigError, match=r"seeds is a list of 1 entries; '1' is not one of its indices"):
+        apply_overrides(raw, ["seeds.1=7"])  # experiment a's own seeds hold one entry
+
+
+def test_grid_size_counts_runs_without_expanding():
+    from ltn.sweep._config import grid_size
+
+    sweep = loads_config(BASE.replace("depth = 2", "depth = [2, 3, 4]") + "seeds = [0, 1]\n"
+                         "init = { scale = [0.1, 1.0] }\n")
+    assert grid_size(sweep.experiments[0]) == len(expand(sweep)) == 12
+
+
+def test_names_alike_in_file_names_are_refused_within_a_config(tmp_path):
+    text = "".join(f'[[experiment]]\nname = "{name}"\n{BASE}' for name in ("x y", "x/y"))
+    message = errors(text, tmp_path)
+    assert "experiment[1].name: must be a simple file name" in message
+    text = "".join(f'[[experiment]]\nname = "{name}"\n{BASE}' for name in ("x y", "x.y"))
+    assert "experiments 'x y' and 'x.y' would write the same files (both become 'x_y'" in errors(text, tmp_path)

@@ -12,8 +12,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from ltn.flow import _gradient_flow
-from ltn.sweep import expand, group_runs, load_config, loads_config, read_rows, read_trajectories, run_id, run_sweep
+from ltn.flow import STATUSES, _gradient_flow
+from ltn.sweep import (VERDICTS, expand, group_runs, load_config, loads_config, read_rows, read_trajectories, run_id,
+                       run_sweep)
 from ltn.sweep import _results, _theory
 from ltn.sweep._results import OUTCOME_COLUMNS, TRAJECTORY_FIELDS
 
@@ -107,10 +108,10 @@ def test_results_schema(interrupted_sweep):
                    "check.tolerance", "seed", *OUTCOME_COLUMNS):
         assert column in rows[0], column
     for row in rows:
-        assert row["status"] in ("converged", "budget_exhausted", "nonfinite", "solver_failed")
+        assert row["status"] in STATUSES
         assert row["steps"] > 0 and row["grad_evals"] > 0 and row["wall_time"] > 0
-        assert isinstance(row["passed"], bool)
-        assert row["passed"] == (row["reason"] in (None, ""))
+        assert isinstance(row["passed"], bool) and row["verdict"] in VERDICTS
+        assert row["passed"] == (row["verdict"] == "passed") == (row["reason"] in (None, ""))
     trajectories = read_trajectories(interrupted_sweep.out)
     for quantities in trajectories.values():
         assert set(TRAJECTORY_FIELDS) - {"cosine_to_prediction", "error_to_prediction"} <= set(quantities)
@@ -155,9 +156,15 @@ def test_regression_verdict_uses_the_tolerance_and_labels_limits(fake_theory):
     assert not far.passed and "relative error" in far.reason
     stuck = _theory.check_run(net, run, None, None, np.array([1.0, 0.0, 0.0]), "budget_exhausted", None, None)
     assert not stuck.passed and "budget_exhausted" in stuck.reason  # never passes without converging
+    assert (ok.verdict, far.verdict, stuck.verdict) == ("passed", "failed", "failed")
+    # A limit in the initial scale judges nothing at a finite scale: measured, "not judged", never "passed".
     fake_theory([1.0, 0.0, 0.0], exact=False)
     limit = _theory.check_run(net, run, None, None, np.array([1.0, 0.0, 1e-3]), "converged", None, None)
-    assert limit.check_kind == "limit" and limit.passed and limit.relative_error == pytest.approx(1e-3)
+    assert limit.check_kind == "limit" and limit.relative_error == pytest.approx(1e-3)
+    assert limit.verdict == "not judged" and not limit.passed and "no exact theory" in limit.reason
+    off = _theory.check_run(net, _run("regression", enabled="false"), None, None, np.zeros(3), "converged", None,
+                            None)
+    assert off.verdict == "not judged" and not off.passed
 
 
 def test_classification_verdict_needs_cosine_and_certificate(fake_theory):

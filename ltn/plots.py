@@ -58,7 +58,7 @@ def plot_paths(rows, trajectories, path: str, experiment: str) -> str | None:
     if not mine:
         return None
     task = mine[0]["task"]
-    from .sweep._results import varying_columns
+    from .sweep import varying_columns
 
     varying = [c for c in varying_columns(mine) if c != "init.scale"]
     groups = list(dict.fromkeys(row["group_id"] for row in mine))
@@ -103,7 +103,7 @@ def plot_final_vs_scale(rows, path: str, experiment: str) -> str | None:
     if not mine:
         return None
     from .sweep import FAILED, NOT_JUDGED, PASSED
-    from .sweep._results import varying_columns
+    from .sweep import varying_columns
 
     varying = [c for c in varying_columns(mine) if c != "init.scale"]
     groups = list(dict.fromkeys(_group_label(row, varying) for row in mine))
@@ -143,7 +143,7 @@ def write_plots(folder: str) -> list[str]:
     """Both plots for every experiment of a results folder, as `<experiment>-path.png` and
     `<experiment>-final.png` in the folder; returns the paths written."""
     from .sweep import read_rows, read_trajectories
-    from .sweep._config import file_stem
+    from .sweep import file_stem
 
     rows = read_rows(folder)
     trajectories = read_trajectories(folder, {row["run_id"] for row in rows})
@@ -168,8 +168,7 @@ def _runs_of_folder(folder: str):
     """The RunSpecs recorded in a results folder's manifest (its configs, re-validated)."""
     import json
 
-    from .sweep._config import parse_config
-    from .sweep._grid import expand, validate
+    from .sweep import expand, parse_config, validate
 
     with open(os.path.join(folder, "manifest.json")) as stream:
         manifest = json.load(stream)

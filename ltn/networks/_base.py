@@ -20,7 +20,17 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 Params = tuple[Array, ...]
 
-INIT_KINDS = ("gaussian", "theorem")
+# The initialisations ltn knows, with what each one is (the config reference prints these). `Network.init` draws
+# the first three; "file" is read by `load_params` (a file holds parameters, not a rule to draw them).
+INIT_KINDS = {
+    "gaussian": "i.i.d. standard normal entries times `scale`",
+    "theorem": "odeco networks: `U_l^T v_l = scale * eta_bar` (all ones) for l < L and `U_L^T v_L = 0`, the "
+               "initialisation of the regression theorem (docs/theory.md §7)",
+    "shaped": "depth-2 odeco networks (e.g. diagonal): Azulay et al.'s (2021) initialisation of scale and shape, "
+              "`U_1^T v_1 = scale * sqrt((1 - s)/(1 + s))`, `U_2^T v_2 = scale * sqrt((1 + s)/(1 - s))` in every "
+              "entry, `s = shape` in [0, 1)",
+    "file": "parameters read from an .npz file (arrays `layer0` ... `layer{L-1}`), times `scale`",
+}
 
 
 def frozen_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
@@ -169,49 +179,83 @@ class Network(abc.ABC):
 
     # --- initialisation --------------------------------------------------------------------------------
     def init(self, key: PRNGKeyArray, scale: float = 1.0, kind: str = "gaussian",
-             eta_bar: Float[Array, " m"] | None = None) -> Params:
-        """Initial parameters.
+             eta_bar: Float[Array, " m"] | None = None, shape: float | None = None) -> Params:
+        """Initial parameters (the kinds of `INIT_KINDS` that are drawn, not read from a file).
 
         - `"gaussian"`: i.i.d. standard normal entries times `scale`.
         - `"theorem"` (odeco networks): `U_l^T v_l = scale * eta_bar` for l < L and `U_L^T v_L = 0` (docs/theory.md §7),
           with the part of each layer outside range(U_l) zero; `eta_bar > 0` defaults to all ones.
+        - `"shaped"` (depth-2 odeco networks): the initialisation of scale and shape of Azulay et al., "On the
+          implicit bias of initialization shape: beyond infinitesimal mirror descent" (ICML 2021), as the authors'
+          code defines it (github.com/shaharazulay/implicit-bias, `symmetric_init`): every entry of the first
+          layer is `u0 = scale * sqrt((1 - s) / (1 + s))` and of the second `v0 = scale * sqrt((1 + s) / (1 - s))`,
+          in the coordinates `U_l^T v_l` (the layers themselves for a diagonal network), with `s = shape` in
+          [0, 1) (default 0: balanced layers). Their `alpha = u0 * v0` is `scale**2`, and `s = (v0 - u0) /
+          (v0 + u0)` measures the imbalance, which the flow conserves (`u^2 - v^2` per entry): `s -> 1` at a
+          fixed `alpha` moves the limit from the l1 towards the l2 interpolant. Their "unbiased" model
+          `beta = u+ * v+ - u- * v-` is `Odeco(S=[I; -I], (I, I))` with this initialisation.
 
         `scale` must be a finite real number >= 0 (0 is the zero initialisation, a stationary point of the flow;
         a negative scale only flips signs the seed already randomises, and is refused as a likely mistake).
         """
         check_scale(scale)
+        if eta_bar is not None and kind != "theorem":
+            raise ValueError("eta_bar is only used by kind='theorem'")
+        if shape is not None and kind != "shaped":
+            raise ValueError("shape is only used by kind='shaped'")
         if kind == "gaussian":
-            if eta_bar is not None:
-                raise ValueError("eta_bar is only used by kind='theorem'")
             keys = jax.random.split(key, self.depth)
-            return tuple(scale * jax.random.normal(k, shape) for k, shape in zip(keys, self.layer_shapes))
+            return tuple(scale * jax.random.normal(k, layer) for k, layer in zip(keys, self.layer_shapes))
         if kind == "theorem":
             return self._theorem_init(scale, eta_bar)
-        raise ValueError(f"init kind must be one of {INIT_KINDS}, got {kind!r}")
+        if kind == "shaped":
+            return self._shaped_init(scale, 0.0 if shape is None else shape)
+        if kind == "file":
+            raise ValueError("init kind 'file' reads its parameters: use ltn.networks.load_params(net, path)")
+        raise ValueError(f"init kind must be one of {list(INIT_KINDS)}, got {kind!r}")
+
+    def _odeco_or_raise(self, kind: str):
+        if self.odeco is None:
+            raise ValueError(f"kind={kind!r} needs an orthogonally decomposable network; "
+                             f"{type(self).__name__} with these sizes is not (its odeco is None)")
+        return self.odeco
 
     def _theorem_init(self, scale, eta_bar) -> Params:
-        if self.odeco is None:
-            raise ValueError(f"kind='theorem' needs an orthogonally decomposable network; "
-                             f"{type(self).__name__} with these sizes is not (its odeco is None)")
-        S, Us = self.odeco
+        S, _ = self._odeco_or_raise("theorem")
         m = S.shape[0]
         if eta_bar is None:
             eta_bar = np.ones(m)
         eta_bar = jnp.asarray(eta_bar)
         if eta_bar.shape != (m,):
             raise ValueError(f"eta_bar must have shape ({m},), got {eta_bar.shape}")
+        return self._from_etas([scale * eta_bar] * (self.depth - 1) + [jnp.zeros(m)], "eta_bar")
+
+    def _shaped_init(self, scale, shape) -> Params:
+        S, _ = self._odeco_or_raise("shaped")
+        if self.depth != 2:
+            raise ValueError(f"kind='shaped' is defined for depth-2 networks (Azulay et al. 2021), got depth "
+                             f"{self.depth}")
+        value = np.asarray(shape)
+        if value.ndim != 0 or not np.issubdtype(value.dtype, np.number) or not 0 <= float(value) < 1:
+            raise ValueError(f"shape must be a real number in [0, 1), got {shape!r}")
+        ones = np.ones(S.shape[0])
+        s = float(value)
+        return self._from_etas([scale * np.sqrt((1 - s) / (1 + s)) * ones,
+                                scale * np.sqrt((1 + s) / (1 - s)) * ones], "the shaped initialisation")
+
+    def _from_etas(self, etas, what: str) -> Params:
+        """Layers `v_l` with `U_l^T v_l = eta_l` and no part outside range(U_l): `v_l = conj(U_l) eta_l`
+        (`U_l^T conj(U_l) = I`). A complex decomposition must give real layers."""
+        _, Us = self.odeco
         layers = []
-        for layer, (U, shape) in enumerate(zip(Us, self.layer_shapes)):
-            if layer == self.depth - 1:
-                layers.append(jnp.zeros(shape))
-                continue
-            # U^T conj(U) = I, so v = conj(U) @ (scale * eta_bar) gives U^T v = scale * eta_bar.
-            v = jnp.conj(jnp.asarray(U)) @ (scale * eta_bar.astype(jnp.result_type(U.dtype, eta_bar.dtype)))
+        for U, eta, shape in zip(Us, etas, self.layer_shapes):
+            eta = jnp.asarray(eta)
+            v = jnp.conj(jnp.asarray(U)) @ eta.astype(jnp.result_type(U.dtype, eta.dtype))
             if jnp.iscomplexobj(v):
                 imag = float(jnp.max(jnp.abs(v.imag)))
                 if imag > 1e-10 * max(float(jnp.max(jnp.abs(v))), 1e-300):
-                    raise ValueError("eta_bar gives complex layer parameters for this network; with a DFT "
-                                     "decomposition eta_bar must be conjugate-symmetric (eta_bar[-j] = eta_bar[j])")
+                    raise ValueError(f"{what} gives complex layer parameters for this network; with a DFT "
+                                     "decomposition the coordinates must be conjugate-symmetric (eta[-j] = eta[j])")
                 v = v.real
             layers.append(v.reshape(shape))
         return tuple(layers)

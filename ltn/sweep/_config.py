@@ -39,16 +39,15 @@ import tomllib
 from typing import Any, Callable
 
 from ..flow import FlowOptions
+from ..losses import LOSSES
+from ..networks import INIT_KINDS
+from ._build import DATA_KINDS, MAX_DEPTH, NETWORK_KINDS
 
 SECTIONS = ("data", "network", "init", "flow", "check")
 TOP_LEVEL_KEYS = ("name", "description", "task", "loss", "seeds", *SECTIONS)
 TASKS = ("regression", "classification")
 DEFAULT_LOSS = {"regression": "squared", "classification": "exponential"}
-LOSS_TASK = {"squared": "regression", "exponential": "classification", "logistic": "classification"}
-DATA_KINDS = {"sparse_gaussian": "regression", "separable": "classification", "npz": None}
-NETWORK_KINDS = ("diagonal", "fully_connected", "convolutional", "odeco", "tensor")
 ODECO_BASES = ("random", "dft", "identity")
-INIT_KINDS = ("gaussian", "theorem")
 FLOW_SOLVERS = ("auto", "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3")
 SOLVERS = (*FLOW_SOLVERS, "descent")
 DESCENT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -56,9 +55,6 @@ STEP_SCALINGS = ("none", "loss")
 # A config holding more runs is refused before its grid is expanded: expanding and checking 10^7 runs took
 # `ltn validate` past 1.3 GB; 10^5 runs take ~12 s and ~100 MB (2-core CPU).
 MAX_RUNS = 100_000
-# Compile time grows with depth: a depth-32 diagonal flow (d = 8, Tsit5) took 42 s to compile and solve on a
-# 2-core CPU, depth 8 took 12 s, and depth 100 ran for minutes without a word.
-MAX_DEPTH = 32
 # Each checkpoint stores a summary of every run of a batch; the defaults are 64 (sweeps) and 128 (the API).
 MAX_CHECKPOINTS = 10_000
 # `jax.random.PRNGKey` takes a uint32 seed without x64 (2**32 wraps to the key of seed 0).
@@ -123,8 +119,12 @@ class NetworkSpec:
 
 @dataclasses.dataclass(frozen=True)
 class InitSpec:
+    """The initialisation (`ltn.networks.INIT_KINDS`): `shape` for kind "shaped", `path` for kind "file"."""
+
     kind: str = "gaussian"
     scale: float = 1.0
+    shape: float | None = None
+    path: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,84 +216,141 @@ class SweepSpec:
 
 # --- field schemas ------------------------------------------------------------------------------------------
 
-_REQUIRED = object()
+REQUIRED = object()
 
 
 @dataclasses.dataclass(frozen=True)
-class _Field:
+class Field:
+    """One key of a config section: its type, default, bounds, whether a list of values sweeps it, and what it
+    means (`doc`, printed in docs/config.md)."""
+
     kind: str  # "int", "float", "str", "bool", "int_list", "int_or_list"
     default: Any = None
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    below: float | None = None  # an exclusive upper bound
     positive: bool = False
     sweep: bool = True
     max_items: int | None = None  # list-valued fields: at most this many entries
     why: str = ""  # the reason for a bound, added to its message
+    doc: str = ""
 
 
-_SCHEMA: dict[str, dict[str, _Field]] = {
+# The top-level keys of an experiment (parsed by `_parse_experiment`; listed here for the reference).
+TOP_LEVEL: dict[str, Field] = {
+    "name": Field("str", "experiment<i>", sweep=False,
+                  doc="the experiment's name (of the sweep, at the top of a file with [[experiment]] tables): a "
+                      "plain file name, unique in the file; names the results folder and plot files"),
+    "description": Field("str", None, sweep=False, doc="free text, kept in the manifest"),
+    "task": Field("str", REQUIRED, choices=TASKS, sweep=False,
+                  doc="regression (squared loss, underdetermined data) or classification (separable data)"),
+    "loss": Field("str", DEFAULT_LOSS, choices=tuple(LOSSES), sweep=False,
+                  doc="the loss (`ltn.losses.LOSSES`); it must be one of the task's"),
+    "seeds": Field("int_list", 0, sweep=False,
+                   doc="initialisation seed(s), each in [0, 2**32): one run per seed at every point of the grid"),
+}
+
+
+def _kind_doc(registry: dict) -> str:
+    return "; ".join(f"`{kind}`: {entry if isinstance(entry, str) else entry.doc}" for kind, entry in registry.items())
+
+
+SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
-        "kind": _Field("str", _REQUIRED, choices=tuple(DATA_KINDS), sweep=False),
-        "n": _Field("int", None, minimum=1),
-        "d": _Field("int", None, minimum=1),
-        "sparsity": _Field("int", None, minimum=1),
-        "noise": _Field("float", 0.0, minimum=0.0),
-        "margin": _Field("float", 0.1, positive=True),
-        "path": _Field("str", None),
-        "seed": _Field("int", 0, minimum=0),
+        "kind": Field("str", REQUIRED, choices=tuple(DATA_KINDS), sweep=False,
+                      doc="where X, y come from: " + _kind_doc(DATA_KINDS)),
+        "n": Field("int", None, minimum=1, doc="number of samples (generated data; required)"),
+        "d": Field("int", None, minimum=1, doc="input dimension (generated data; required)"),
+        "sparsity": Field("int", None, minimum=1,
+                          doc="non-zero entries of the teacher beta* (sparse_gaussian: default min(3, d); "
+                              "separable: default dense)"),
+        "noise": Field("float", 0.0, minimum=0.0, doc="sparse_gaussian: standard deviation of the label noise"),
+        "margin": Field("float", 0.1, positive=True, doc="separable: the margin the points are pushed to"),
+        "path": Field("str", None, doc="npz: the data file (relative to the config file's folder); its SHA-256 "
+                                       "enters the run id"),
+        "seed": Field("int", 0, minimum=0,
+                      doc="seed of generated data: every run of a group shares one problem (the seeds vary the "
+                          "initialisation only)"),
     },
     "network": {
-        "kind": _Field("str", _REQUIRED, choices=NETWORK_KINDS, sweep=False),
-        "depth": _Field("int", None, minimum=1, maximum=MAX_DEPTH, why="compile time grows with depth"),
-        "widths": _Field("int_list", None, max_items=MAX_DEPTH - 1, why="compile time grows with depth"),
-        "width": _Field("int", None, minimum=1),
-        "filter_size": _Field("int_or_list", None, max_items=MAX_DEPTH - 1, why="compile time grows with depth"),
-        "basis": _Field("str", "random", choices=ODECO_BASES),
-        "seed": _Field("int", 0, minimum=0),
-        "path": _Field("str", None),
+        "kind": Field("str", REQUIRED, choices=tuple(NETWORK_KINDS), sweep=False,
+                      doc="the network family: " + _kind_doc(NETWORK_KINDS)),
+        "depth": Field("int", None, minimum=1, maximum=MAX_DEPTH, why="compile time grows with depth",
+                       doc="number of layers L (default 2; fully_connected with widths: len(widths) + 1)"),
+        "widths": Field("int_list", None, max_items=MAX_DEPTH - 1, why="compile time grows with depth",
+                        doc="fully_connected: hidden widths (a list of lists sweeps them)"),
+        "width": Field("int", None, minimum=1, doc="fully_connected: one width for every hidden layer"),
+        "filter_size": Field("int_or_list", None, max_items=MAX_DEPTH - 1, why="compile time grows with depth",
+                             doc="convolutional: filter length of the first L - 1 layers, one for all or a list "
+                                 "(default: full length d)"),
+        "basis": Field("str", "random", choices=ODECO_BASES,
+                       doc="odeco: S and the U_l random orthogonal (seeded by `seed`), the complex DFT, or the "
+                           "identity"),
+        "seed": Field("int", 0, minimum=0, doc="odeco: seed of the random basis"),
+        "path": Field("str", None, doc="tensor: .npz holding M of shape (d, k_1, ..., k_L); its SHA-256 enters "
+                                       "the run id"),
     },
     "init": {
-        "kind": _Field("str", "gaussian", choices=INIT_KINDS),
-        "scale": _Field("float", 1.0, positive=True),
+        "kind": Field("str", "gaussian", choices=tuple(INIT_KINDS),
+                      doc="the initialisation (`ltn.networks.INIT_KINDS`): " + _kind_doc(INIT_KINDS)),
+        "scale": Field("float", 1.0, positive=True,
+                       doc="the initial scale: every layer is proportional to it (for `file`, a factor on the "
+                           "file's arrays)"),
+        "shape": Field("float", None, minimum=0.0, below=1.0, why="Azulay et al.'s shape s lies in [0, 1)",
+                       doc="shaped: the shape s (default 0: balanced layers)"),
+        "path": Field("str", None,
+                      doc="file: .npz with arrays layer0 ... layer{L-1} of the layer shapes, or all with one "
+                          "leading axis B (then the run of seed i starts from entry i; seeds must be below B); "
+                          "relative to the config file's folder; its SHA-256 enters the run id"),
     },
     "flow": {
-        "solver": _Field("str", "auto", choices=SOLVERS),
-        "rtol": _Field("float", SolverSpec.rtol, positive=True),
-        "atol": _Field("float", SolverSpec.atol, positive=True),
-        "max_steps": _Field("int", SolverSpec.max_steps, minimum=1),
-        "t_max": _Field("float", None, positive=True),
-        "gtol": _Field("float", SolverSpec.gtol, positive=True),
-        "xtol": _Field("float", SolverSpec.xtol, positive=True),
-        "residual_tol": _Field("float", SolverSpec.residual_tol, positive=True),
-        "target_log_loss": _Field("float", None),
-        "target_norm": _Field("float", None, positive=True),
-        "checkpoints": _Field("int", SolverSpec.checkpoints, minimum=2, maximum=MAX_CHECKPOINTS,
-                              why="each checkpoint is stored for every run"),
-        "learning_rate": _Field("float", None, positive=True),
-        "optimizer": _Field("str", None, choices=DESCENT_OPTIMIZERS),
-        "step_scaling": _Field("str", "none", choices=STEP_SCALINGS),
+        "solver": Field("str", "auto", choices=SOLVERS,
+                        doc="an ODE solver for `ltn.gradient_flow` (`auto` picks Tsit5 or Kvaerno5 per run), or "
+                            "`descent` for `ltn.gradient_descent`"),
+        "rtol": Field("float", SolverSpec.rtol, positive=True, doc="ODE solver: relative tolerance"),
+        "atol": Field("float", SolverSpec.atol, positive=True, doc="ODE solver: absolute tolerance"),
+        "max_steps": Field("int", SolverSpec.max_steps, minimum=1,
+                           doc="step budget (solver or descent steps); using it up is the status "
+                               "`budget_exhausted`"),
+        "t_max": Field("float", None, positive=True, doc="ODE solver: a time budget (default none)"),
+        "gtol": Field("float", SolverSpec.gtol, positive=True,
+                      doc="gradient norm below which a run that has not met its stop is `stalled`"),
+        "xtol": Field("float", SolverSpec.xtol, positive=True,
+                      doc="regression: an interpolating end point is converged when the change of beta still to "
+                          "come (Gauss-Newton estimate) is below xtol * |beta|"),
+        "residual_tol": Field("float", SolverSpec.residual_tol, positive=True,
+                              doc="regression: relative residual below which the end point interpolates"),
+        "target_log_loss": Field("float", None, doc="classification: stop at this log-loss"),
+        "target_norm": Field("float", None, positive=True, doc="classification: stop at this parameter norm"),
+        "checkpoints": Field("int", SolverSpec.checkpoints, minimum=2, maximum=MAX_CHECKPOINTS,
+                             why="each checkpoint is stored for every run",
+                             doc="trajectory summaries stored per run, at geometrically spaced times"),
+        "learning_rate": Field("float", None, positive=True, doc="descent: the step size (required)"),
+        "optimizer": Field("str", None, choices=DESCENT_OPTIMIZERS, doc="descent: the optimiser (default sgd)"),
+        "step_scaling": Field("str", "none", choices=STEP_SCALINGS,
+                              doc="descent: `loss` takes the step learning_rate / L (classification only)"),
     },
     "check": {
-        "enabled": _Field("bool", True, sweep=False),
-        "tolerance": _Field("float", CheckSpec.tolerance, positive=True),
+        "enabled": Field("bool", True, sweep=False,
+                         doc="judge runs against the theory (false: every verdict is `not judged`)"),
+        "tolerance": Field("float", CheckSpec.tolerance, positive=True,
+                           doc="regression: passes when |beta - beta_pred| / |beta_pred| <= tolerance"),
         # A threshold above 1 can never pass; one at or below 0 passes a direction orthogonal (or opposite) to
         # the prediction, which checks nothing. `enabled = false` is the way to skip the check.
-        "cosine": _Field("float", CheckSpec.cosine, positive=True, maximum=1.0,
-                         why="a cosine threshold must lie in (0, 1]"),
-        "certificate": _Field("float", None, positive=True),
+        "cosine": Field("float", CheckSpec.cosine, positive=True, maximum=1.0,
+                        why="a cosine threshold must lie in (0, 1]",
+                        doc="classification: passes when cosine(beta, beta_pred) >= cosine"),
+        "certificate": Field("float", None, positive=True,
+                             doc="classification: also require the KKT or singular-vector residual <= certificate "
+                                 "(default: reported, not judged)"),
     },
 }
-# Which data/network keys each kind uses (a key set for another kind is a mistake worth reporting).
-_DATA_KEYS = {"sparse_gaussian": {"n", "d", "sparsity", "noise", "seed"}, "separable": {"n", "d", "margin",
-              "sparsity", "seed"}, "npz": {"path"}}
-_DATA_REQUIRED = {"sparse_gaussian": ("n", "d"), "separable": ("n", "d"), "npz": ("path",)}
-_NETWORK_KEYS = {"diagonal": {"depth"}, "fully_connected": {"depth", "widths", "width"},
-                 "convolutional": {"depth", "filter_size"}, "odeco": {"depth", "basis", "seed"},
-                 "tensor": {"path"}}
-_DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
-_FLOW_ONLY = ("rtol", "atol", "t_max")
-_REGRESSION_ONLY = ("xtol", "residual_tol")  # the regression certificate (docs/theory.md §11)
+# Which init keys each init kind uses (a key set for another kind is a mistake worth reporting).
+INIT_KEYS = {"gaussian": ("scale",), "theorem": ("scale",), "shaped": ("scale", "shape"), "file": ("scale", "path")}
+DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
+FLOW_ONLY = ("rtol", "atol", "t_max")
+REGRESSION_ONLY = ("xtol", "residual_tol")  # the regression certificate (docs/theory.md §11)
 
 
 def _did_you_mean(key: str, options) -> str:
@@ -316,7 +373,7 @@ class _Problems:
             raise ConfigError(self.items)
 
 
-def _check_scalar(value, field: _Field, where: str, problems: _Problems) -> Any:
+def _check_scalar(value, field: Field, where: str, problems: _Problems) -> Any:
     """The value converted to its field type, or None after recording why it cannot be."""
     kind = field.kind
     if kind == "bool":
@@ -366,10 +423,13 @@ def _check_scalar(value, field: _Field, where: str, problems: _Problems) -> Any:
     if field.maximum is not None and value > field.maximum:
         problems.add(where, f"must be <= {field.maximum:g} ({field.why}), got {value!r}")
         return None
+    if field.below is not None and not value < field.below:
+        problems.add(where, f"must be < {field.below:g} ({field.why}), got {value!r}")
+        return None
     return value
 
 
-def _is_axis(value, field: _Field) -> bool:
+def _is_axis(value, field: Field) -> bool:
     """A list is a sweep axis, except for list-valued fields, where a list of lists is."""
     if not isinstance(value, list):
         return False
@@ -381,7 +441,7 @@ def _is_axis(value, field: _Field) -> bool:
 
 
 def _check_section(name: str, table, where: str, problems: _Problems, axes: dict, out: dict) -> None:
-    schema = _SCHEMA[name]
+    schema = SCHEMA[name]
     if not isinstance(table, dict):
         problems.add(where, f"must be a table (e.g. {name} = {{ kind = ... }}), got {table!r}")
         return
@@ -456,11 +516,11 @@ def _parse_experiment(table: dict, where: str, source: str, index: int, problems
         problems.add(f"{prefix}name", reason)
         name = f"experiment{index}"
     loss = table.get("loss", DEFAULT_LOSS.get(task))
-    if loss is not None and loss not in LOSS_TASK:
-        problems.add(f"{prefix}loss", f"must be one of {list(LOSS_TASK)}, got {loss!r}")
+    if loss is not None and loss not in LOSSES:
+        problems.add(f"{prefix}loss", f"must be one of {list(LOSSES)}, got {loss!r}")
         loss = None
-    elif task is not None and loss is not None and LOSS_TASK[loss] != task:
-        problems.add(f"{prefix}loss", f"loss {loss!r} is a {LOSS_TASK[loss]} loss, but task is {task!r} "
+    elif task is not None and loss is not None and LOSSES[loss] != task:
+        problems.add(f"{prefix}loss", f"loss {loss!r} is a {LOSSES[loss]} loss, but task is {task!r} "
                      f"(use {DEFAULT_LOSS[task]!r})")
     seeds = _parse_seeds(table.get("seeds", 0), f"{prefix}seeds", problems)
     if "description" in table and not isinstance(table["description"], str):

@@ -16,8 +16,13 @@ import os
 import jax
 
 from .._version import __version__
+from ..networks import params_in_file
+from ._build import DATA_KINDS, NETWORK_KINDS, file_sha256, input_files, resolve_path
 from ._config import (
-    DATA_KINDS,
+    DESCENT_ONLY,
+    FLOW_ONLY,
+    INIT_KEYS,
+    REGRESSION_ONLY,
     CheckSpec,
     ConfigError,
     DataSpec,
@@ -27,22 +32,7 @@ from ._config import (
     RunSpec,
     SolverSpec,
     SweepSpec,
-    _DATA_KEYS,
-    _DATA_REQUIRED,
-    _DESCENT_ONLY,
-    _FLOW_ONLY,
-    _REGRESSION_ONLY,
-    _NETWORK_KEYS,
-    _did_you_mean,
 )
-
-
-def descent_available() -> bool:
-    try:
-        from ..flow import _descent  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(_descent, "gradient_descent")
 
 
 def _resolve(experiment: ExperimentSpec, values: dict, seed: int, problems: list[str]) -> RunSpec | None:
@@ -63,14 +53,15 @@ def _resolve(experiment: ExperimentSpec, values: dict, seed: int, problems: list
     # data
     data = sections["data"]
     kind = data["kind"]
+    data_kind = DATA_KINDS[kind]
     for key in data:
-        if key != "kind" and key not in _DATA_KEYS[kind]:
-            problem(f"data.{key}", f"is not used by data kind {kind!r} (it uses {sorted(_DATA_KEYS[kind])})")
-    for key in _DATA_REQUIRED[kind]:
+        if key != "kind" and key not in data_kind.keys:
+            problem(f"data.{key}", f"is not used by data kind {kind!r} (it uses {sorted(data_kind.keys)})")
+    for key in data_kind.required:
         if key not in data:
             problem(f"data.{key}", f"is required for data kind {kind!r}")
-    if DATA_KINDS[kind] is not None and DATA_KINDS[kind] != task:
-        problem("data.kind", f"{kind!r} generates {DATA_KINDS[kind]} data, but task is {task!r}")
+    if data_kind.task is not None and data_kind.task != task:
+        problem("data.kind", f"{kind!r} generates {data_kind.task} data, but task is {task!r}")
     if kind == "sparse_gaussian" and "n" in data and "d" in data:
         if data["n"] >= data["d"]:
             problem("data.n", f"regression needs an underdetermined problem (n < d), got n = {data['n']}, "
@@ -85,9 +76,9 @@ def _resolve(experiment: ExperimentSpec, values: dict, seed: int, problems: list
     net = sections["network"]
     nkind = net["kind"]
     for key in net:
-        if key != "kind" and key not in _NETWORK_KEYS[nkind]:
+        if key != "kind" and key not in NETWORK_KINDS[nkind].keys:
             problem(f"network.{key}", f"is not used by network kind {nkind!r} (it uses "
-                    f"{sorted(_NETWORK_KEYS[nkind])})")
+                    f"{sorted(NETWORK_KINDS[nkind].keys)})")
     depth, widths, filter_sizes = net.get("depth"), None, None
     if nkind == "fully_connected":
         if "widths" in net:
@@ -124,14 +115,11 @@ def _resolve(experiment: ExperimentSpec, values: dict, seed: int, problems: list
     if solver == "descent":
         if "learning_rate" not in flow:
             problem("flow.learning_rate", "is required when solver = 'descent'")
-        for key in _FLOW_ONLY:
+        for key in FLOW_ONLY:
             if key in flow:
                 problem(f"flow.{key}", "is an ODE-solver option; it has no effect with solver = 'descent'")
-        if not descent_available():
-            problem("flow.solver", "'descent' needs ltn.gradient_descent (ltn/flow/_descent.py), which this "
-                    "installation lacks")
     else:
-        for key in _DESCENT_ONLY:
+        for key in DESCENT_ONLY:
             if key in flow:
                 problem(f"flow.{key}", f"is a descent option; set solver = 'descent' to use it "
                         f"(solver is {solver!r})")
@@ -143,12 +131,20 @@ def _resolve(experiment: ExperimentSpec, values: dict, seed: int, problems: list
                 problem(f"flow.{key}", "is a classification stop; regression stops where its end point is "
                         "certified (residual_tol, xtol)")
     else:
-        for key in _REGRESSION_ONLY:
+        for key in REGRESSION_ONLY:
             if key in flow:
                 problem(f"flow.{key}", "is part of the regression certificate; classification stops at "
                         "target_log_loss or target_norm")
 
     init = sections["init"]
+    ikind = init.get("kind", "gaussian")
+    for key in init:
+        if key != "kind" and key not in INIT_KEYS[ikind]:
+            problem(f"init.{key}", f"is not used by init kind {ikind!r} (it uses {sorted(INIT_KEYS[ikind])})")
+    if ikind == "file" and "path" not in init:
+        problem("init.path", "is required for init kind 'file' (an .npz holding layer0 ... layer{L-1})")
+    if ikind == "shaped":
+        init.setdefault("shape", 0.0)
     if len(problems) > fail:
         return None
     return RunSpec(
@@ -205,29 +201,6 @@ def precision() -> str:
     return "float64" if jax.config.jax_enable_x64 else "float32"
 
 
-def input_files(run: RunSpec) -> dict[str, str]:
-    """The files a run reads, as `{section: resolved path}`: the data of kind "npz", the tensor of kind "tensor"."""
-    files = {}
-    if run.data.kind == "npz":
-        files["data"] = os.path.normpath(os.path.join(run.base_dir, run.data.path))
-    if run.network.kind == "tensor":
-        files["network"] = os.path.normpath(os.path.join(run.base_dir, run.network.path))
-    return files
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's contents, hashed once while its (size, mtime, ctime, inode) stay the same: a sweep
-    asks for every run, and rewriting the file changes the key."""
-    stat = os.stat(path)
-    return _file_sha256(path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-
-
-@functools.lru_cache(maxsize=256)
-def _file_sha256(path: str, *signature) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
 def _config_columns(run: RunSpec) -> dict:
     columns = {"experiment": run.experiment, "task": run.task, "loss": run.loss}
     for section, spec in (("data", run.data), ("network", run.network), ("init", run.init),
@@ -235,7 +208,7 @@ def _config_columns(run: RunSpec) -> dict:
         for field in dataclasses.fields(spec):
             value = getattr(spec, field.name)
             if field.name == "path" and value is not None:
-                value = os.path.normpath(os.path.join(run.base_dir, value))
+                value = resolve_path(value, run.base_dir)
             columns[f"{section}.{field.name}"] = list(value) if isinstance(value, tuple) else value
     columns["seed"] = run.seed
     return columns
@@ -306,6 +279,15 @@ def validate(sweep: SweepSpec) -> SweepSpec:
                             f"{net!r} is not (use kind = 'gaussian', a diagonal/odeco network or full-length "
                             f"convolutional filters)")
             continue
+        if first.init.kind == "shaped" and (net.odeco is None or net.depth != 2):
+            problems.append(f"{where}: init.kind: 'shaped' (Azulay et al. 2021) is defined for depth-2 "
+                            f"orthogonally decomposable networks, and {net!r} is not one")
+            continue
+        if first.init.kind == "file":
+            reason = init_file_problem(net, group)
+            if reason is not None:
+                problems.append(f"{where}: init.path: {reason}")
+                continue
         if first.check.enabled:
             reason = check_supported(net, first)
             if reason is not None:
@@ -315,6 +297,23 @@ def validate(sweep: SweepSpec) -> SweepSpec:
     return sweep
 
 
+def init_file_problem(net, group: list[RunSpec]) -> str | None:
+    """Why the init file of a group cannot start its runs, or None: not an init file for `net` (names, shapes,
+    values), several seeds for a file that holds one initialisation, or a seed beyond its entries."""
+    try:
+        entries = params_in_file(net, resolve_path(group[0].init.path, group[0].base_dir))
+    except (ValueError, FileNotFoundError) as error:
+        return str(error)
+    seeds = sorted({run.seed for run in group})
+    if entries is None and len(seeds) > 1:
+        return (f"the file holds one initialisation (no leading axis), so the {len(seeds)} seeds {seeds} would "
+                f"repeat one run; give one seed, or stack initialisations along a leading axis (seed i takes "
+                f"entry i)")
+    if entries is not None and seeds[-1] >= entries:
+        return (f"the file holds {entries} initialisations (entries 0 to {entries - 1}), but seed {seeds[-1]} "
+                f"asks for entry {seeds[-1]}")
+    return None
+
+
 __all__ = ["expand", "expand_experiment", "group_runs", "run_columns", "run_id", "group_id", "validate",
-           "precision", "input_files", "file_sha256",
-           "descent_available", "_did_you_mean"]
+           "precision", "init_file_problem"]

@@ -63,7 +63,7 @@ TRAJECTORY_FIELDS = ("time", "log_time", "log_loss", "param_norm", "beta_norm", 
 # like one, e.g. "12e4..."). `verdict`: one of VERDICTS (empty in rows written before verdicts existed).
 BOOLEAN_COLUMNS = {"passed": False, "prediction_exact": True, "check.enabled": False}
 TEXT_COLUMNS = ("run_id", "group_id", "experiment", "status", "precision", "ltn_version", "data.sha256",
-                "network.sha256")
+                "network.sha256", "init.sha256", "data.path", "network.path", "init.path")
 REQUIRED_COLUMNS = ("run_id", "status", "passed")
 
 
@@ -97,7 +97,7 @@ def varying_columns(rows, exclude=("seed",)) -> list[str]:
     return [c for c in columns if len({repr(row.get(c)) for row in rows}) > 1]
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
     """`write(stream)` into a temp file beside `path`, then swap it in. The temp file is created with mode 0666
     less the umask, as `open` would (mkstemp's 0600 hid results from the group)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -244,7 +244,7 @@ def read_trajectories(folder: str, run_ids=None) -> dict[str, dict[str, np.ndarr
     """`{run_id: {quantity: array}}` from `trajectories.npz` and the per-group archives of a sweep that has not
     finished (those are newer: they win); `CorruptResults` naming an archive that cannot be read."""
     out: dict[str, dict[str, np.ndarray]] = {}
-    for path in _archives(folder):
+    for path in archive_paths(folder):
         try:
             with np.load(path) as archive:
                 for run in archive.files:
@@ -269,7 +269,7 @@ def _archive_runs(path: str) -> list[str]:
     return [name.removesuffix(".npy") for name in names]
 
 
-def _archives(folder: str) -> list[str]:
+def archive_paths(folder: str) -> list[str]:
     """trajectories.npz (if any), then the parts in the order they were written."""
     merged = os.path.join(folder, TRAJECTORIES)
     parts_dir = os.path.join(folder, PARTS)
@@ -374,7 +374,7 @@ class ResultsStore:
         rows, problems = _scan_rows(path) if os.path.exists(path) else ([], [])
         rows_untrusted = bool(problems)
         stored, aside = set(), []
-        for archive in _archives(self.folder):
+        for archive in archive_paths(self.folder):
             try:
                 stored.update(_archive_runs(archive))
             except CorruptResults as error:
@@ -449,12 +449,12 @@ class ResultsStore:
         os.makedirs(parts_dir, exist_ok=True)
         records = {run: as_record(quantities) for run, quantities in new.items()}
         # Uncompressed: compressing was a sixth of a warm 256-run sweep, for 2.4 MB of float64 per 256 runs.
-        _atomic_write(os.path.join(parts_dir, f"{next(iter(new))}.npz"), lambda stream: np.savez(stream, **records))
+        atomic_write(os.path.join(parts_dir, f"{next(iter(new))}.npz"), lambda stream: np.savez(stream, **records))
 
     def merge_trajectories(self) -> None:
         """Fold the per-group archives into trajectories.npz (one atomic replace), then remove them. Arrays of
         runs without a row (a group interrupted between its two writes) are dropped."""
-        archives = _archives(self.folder)
+        archives = archive_paths(self.folder)
         parts = archives[1:] if os.path.exists(os.path.join(self.folder, TRAJECTORIES)) else archives
         if not parts:
             return
@@ -486,7 +486,7 @@ class ResultsStore:
                     for source, info in members.values():
                         target.writestr(info, source.read(info))
 
-            _atomic_write(os.path.join(self.folder, TRAJECTORIES), write)
+            atomic_write(os.path.join(self.folder, TRAJECTORIES), write)
         finally:
             for source in sources:
                 source.close()
@@ -519,7 +519,7 @@ class ResultsStore:
                 writer.writerow({key: _format(row.get(key)) for key in columns})
             stream.write(text.getvalue().encode())
 
-        _atomic_write(path, write)
+        atomic_write(path, write)
         self._signature = _signature(path)
 
 
@@ -563,7 +563,7 @@ def write_manifest(folder: str, configs: list[dict], extra: dict | None = None) 
             manifest["previous"] = [*previous.pop("previous", []), previous][-10:]
         except (OSError, json.JSONDecodeError):
             pass
-    _atomic_write(path, lambda stream: stream.write(json.dumps(manifest, indent=2, default=str).encode()))
+    atomic_write(path, lambda stream: stream.write(json.dumps(manifest, indent=2, default=str).encode()))
     return manifest
 
 

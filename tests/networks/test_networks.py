@@ -279,3 +279,115 @@ def test_params_must_be_real_float64(dtype):
     X, y = np.eye(2, 3), np.ones(2)
     with pytest.raises(TypeError, match=message):
         ltn.gradient_flow(net, params, X, y, "squared", solver="tsit5", checkpoints=2)
+
+
+# ---- the "shaped" and "file" initialisations -----------------------------------------------------------
+
+
+def test_shaped_init_is_azulay_et_al_scale_and_shape():
+    """u0 * v0 = scale**2 (their alpha) and (v0 - u0) / (v0 + u0) = shape (their s), in every entry; in U_l^T v_l
+    coordinates for an odeco network."""
+    scale, shape = 0.3, 0.5
+    u, v = ltn.Diagonal(4, 2).init(jax.random.PRNGKey(0), scale=scale, kind="shaped", shape=shape)
+    np.testing.assert_allclose(u * v, scale**2, rtol=1e-15)
+    np.testing.assert_allclose((v - u) / (v + u), shape, rtol=1e-15)
+    rng = np.random.default_rng(0)
+    net = ltn.Odeco(rng.standard_normal((3, 3)), [orthonormal_columns(rng, k, 3) for k in (4, 5)])
+    params = net.init(jax.random.PRNGKey(0), scale=scale, kind="shaped", shape=shape)
+    for U, layer, expected in zip(net.Us, params, (u[0], v[0])):
+        np.testing.assert_allclose(U.T @ np.asarray(layer), expected, rtol=1e-13)
+    balanced = ltn.Diagonal(4, 2).init(jax.random.PRNGKey(0), scale=scale, kind="shaped")
+    np.testing.assert_allclose(balanced, scale, rtol=1e-15)  # shape 0: both layers scale
+
+
+def test_shaped_init_refuses_what_it_is_not_defined_for():
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="depth-2 networks .* got depth 3"):
+        ltn.Diagonal(3, 3).init(key, kind="shaped")
+    with pytest.raises(ValueError, match="orthogonally decomposable"):
+        ltn.FullyConnected(3, (2,)).init(key, kind="shaped")
+    for shape in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"shape must be a real number in \[0, 1\)"):
+            ltn.Diagonal(3, 2).init(key, kind="shaped", shape=shape)
+    with pytest.raises(ValueError, match="shape is only used by kind='shaped'"):
+        ltn.Diagonal(3, 2).init(key, kind="gaussian", shape=0.5)
+    with pytest.raises(ValueError, match="load_params"):
+        ltn.Diagonal(3, 2).init(key, kind="file")
+
+
+def azulay_limit(X, y, k):
+    """Azulay et al. (2021), Thm 4.1, for beta = u+ * v+ - u- * v- from u+ = u- = u0, v+ = v- = v0: the flow ends
+    at argmin sum_i q_k(w_i) s.t. X w = y, q_k(x) = k/4 (1 - sqrt(1 + 4x^2/k^2) + 2x/k arcsinh(2x/k)),
+    k = 2 (u0^2 + v0^2). Its optimality condition q_k'(w) = arcsinh(2w/k)/2 in range(X^T) gives
+    w = k/2 sinh(X^T mu): n equations X w(mu) = y, solved here by Newton (SciPy), independently of ltn.theory."""
+    import scipy.optimize
+
+    solution = scipy.optimize.root(lambda mu: X @ (k / 2 * np.sinh(X.T @ mu)) - y, np.zeros(len(y)), tol=1e-14,
+                                   jac=lambda mu: X @ ((k / 2 * np.cosh(X.T @ mu))[:, None] * X.T))
+    assert solution.success
+    return k / 2 * np.sinh(X.T @ solution.x)
+
+
+def test_shaped_flow_ends_at_azulay_et_al_limit_and_at_the_exact_odeco_prediction():
+    """Their "unbiased" diagonal model as an odeco network (S = [I; -I], U_l = I): the flow from the shaped init
+    ends where their closed form says, and so does ltn.predict's exact odeco limit for this (non-theorem) init."""
+    from ltn.data import sparse_regression
+
+    d, scale, shape = 6, 0.3, 0.5
+    problem = sparse_regression(seed=0, n=3, d=d, sparsity=2)
+    net = ltn.Odeco(np.vstack([np.eye(d), -np.eye(d)]), (np.eye(2 * d), np.eye(2 * d)))
+    params0 = net.init(jax.random.PRNGKey(0), scale=scale, kind="shaped", shape=shape)
+    assert not np.any(np.asarray(net.beta(params0)))  # unbiased: beta(0) = 0
+    u0, v0 = (scale * np.sqrt((1 - s) / (1 + s)) for s in (shape, -shape))
+    expected = azulay_limit(problem.X, problem.y, 2 * (u0**2 + v0**2))
+    balanced = azulay_limit(problem.X, problem.y, 4 * scale**2)  # shape 0 at the same scale: another limit
+    assert np.linalg.norm(expected - balanced) > 1e-2 * np.linalg.norm(expected)  # measured 0.11
+
+    flow = ltn.gradient_flow(net, params0, problem.X, problem.y, "squared", solver="tsit5")
+    assert flow.status_name == "converged"
+    # measured 7.6e-11 (the flow's rtol 1e-11 over a plateau-free path)
+    np.testing.assert_allclose(flow.beta, expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    prediction = ltn.predict(net, problem.X, problem.y, "squared", init=params0)
+    assert prediction.exact
+    np.testing.assert_allclose(prediction.beta, expected, rtol=0, atol=1e-12)  # measured 5.6e-14 relative
+
+
+def test_file_init_reproduces_a_saved_gaussian_init(tmp_path):
+    net = ltn.FullyConnected(4, (3, 2))
+    params = net.init(jax.random.PRNGKey(5), scale=0.7)
+    path = tmp_path / "init.npz"
+    np.savez(path, **{f"layer{l}": np.asarray(p) for l, p in enumerate(params)})
+    assert ltn.networks.params_in_file(net, path) is None
+    loaded = ltn.networks.load_params(net, path)
+    for a, b in zip(loaded, params):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ltn.networks.load_params(net, path, scale=0.5)[1], 0.5 * np.asarray(params[1]))
+    # Several initialisations along a leading axis: entry i is the init of seed i.
+    batch = [net.init(jax.random.PRNGKey(seed), scale=0.7) for seed in range(3)]
+    np.savez(path, **{f"layer{l}": np.stack([np.asarray(p[l]) for p in batch]) for l in range(net.depth)})
+    assert ltn.networks.params_in_file(net, path) == 3
+    for a, b in zip(ltn.networks.load_params(net, path, index=2), batch[2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_file_init_refuses_a_file_that_does_not_fit(tmp_path):
+    net, path = ltn.Diagonal(3, 2), tmp_path / "init.npz"
+
+    def refused(match, index=None, **arrays):
+        np.savez(path, **arrays)
+        with pytest.raises(ValueError, match=match):
+            ltn.networks.load_params(net, path, index=index)
+
+    good = np.ones(3)
+    refused(r"lacks array\(s\) \['layer1'\]", layer0=good)
+    refused(r"holds array\(s\) \['layer2'\] besides", layer0=good, layer1=good, layer2=good)
+    refused(r"layer0 \(4,\), layer1 \(3,\), but the network's layers have shapes \(\(3,\), \(3,\)\)",
+            layer0=np.ones(4), layer1=good)
+    refused("array 'layer1' is complex", layer0=good, layer1=good * 1j)
+    refused(r"layer1 has 1 NaN or infinite entries, the first layer1\[2\] = nan", layer0=good,
+            layer1=np.array([1, 1, np.nan]))
+    refused("holds one initialisation .* no entry 0", index=0, layer0=good, layer1=good)
+    refused("holds 2 initialisations, so it has no entry 2", index=2, layer0=np.ones((2, 3)), layer1=np.ones((2, 3)))
+    refused("choose one with index", layer0=np.ones((2, 3)), layer1=np.ones((2, 3)))
+    with pytest.raises(FileNotFoundError, match="init file .* does not exist"):
+        ltn.networks.load_params(net, tmp_path / "missing.npz")

@@ -186,3 +186,48 @@ def test_names_alike_in_file_names_are_refused_within_a_config(tmp_path):
     assert "experiment[1].name: must be a simple file name" in message
     text = "".join(f'[[experiment]]\nname = "{name}"\n{BASE}' for name in ("x y", "x.y"))
     assert "experiments 'x y' and 'x.y' would write the same files (both become 'x_y'" in errors(text, tmp_path)
+
+
+# ---- init kinds "shaped" and "file" ---------------------------------------------------------------------
+
+
+def test_shaped_init_is_checked_before_compute(tmp_path):
+    (run,) = expand(loads_config(BASE + 'init = { kind = "shaped", scale = 0.1 }\n'))
+    assert run.init.shape == 0.0 and run.init.path is None  # balanced by default
+    message = errors(BASE + 'init = { kind = "shaped", shape = 1.0 }\n', tmp_path)
+    assert "init.shape: must be < 1 (Azulay et al.'s shape s lies in [0, 1)), got 1.0" in message
+    message = errors(BASE + 'init = { kind = "gaussian", shape = 0.5, path = "x.npz" }\n', tmp_path)
+    assert "init.shape: is not used by init kind 'gaussian' (it uses ['scale'])" in message
+    assert "init.path: is not used by init kind 'gaussian'" in message
+    message = errors(BASE.replace("depth = 2", "depth = 3") + 'init = { kind = "shaped" }\n', tmp_path)
+    assert "init.kind: 'shaped' (Azulay et al. 2021) is defined for depth-2 orthogonally decomposable" in message
+    runs = expand(loads_config(BASE + 'init = { kind = "shaped", shape = [0.0, 0.5] }\n'))
+    assert len(group_runs(runs)) == 2  # the shape is static: one compiled solve per shape
+
+
+def write_init(path, *layers):
+    np.savez(path, **{f"layer{l}": layer for l, layer in enumerate(layers)})
+
+
+def test_file_init_is_checked_before_compute_and_hashed_into_the_run_id(tmp_path):
+    config = BASE + 'init = { kind = "file", path = "init.npz", scale = [1.0, 0.5] }\n'
+    message = errors(config, tmp_path)
+    assert f"init.path: init file {str(tmp_path / 'init.npz')!r} does not exist" in message
+    write_init(tmp_path / "init.npz", np.ones(8), np.ones(7))
+    assert "init.path: init file" in errors(config, tmp_path) and "layer1 (7,)" in errors(config, tmp_path)
+    write_init(tmp_path / "init.npz", np.ones(8), np.full(8, 2.0))
+    assert "holds one initialisation (no leading axis), so the 2 seeds [0, 1]" in errors(
+        config + "seeds = [0, 1]\n", tmp_path)
+    (tmp_path / "config.toml").write_text(config)
+    runs = expand(load_config(tmp_path / "config.toml"))
+    before = {run_id(run) for run in runs}
+    write_init(tmp_path / "init.npz", np.ones(8), np.full(8, 3.0))  # same path, other contents: other runs
+    assert before.isdisjoint(run_id(run) for run in runs) and len(before) == 2
+    from ltn.sweep._build import init_batch, network_and_problem
+
+    net, _ = network_and_problem(runs[0])
+    batch = init_batch(net, runs)
+    np.testing.assert_array_equal(batch[1], [np.full(8, 3.0), np.full(8, 1.5)])  # scale times the file
+    write_init(tmp_path / "init.npz", np.ones((2, 8)), np.ones((2, 8)))
+    assert "holds 2 initialisations (entries 0 to 1), but seed 2 asks for entry 2" in errors(
+        config + "seeds = [0, 2]\n", tmp_path)

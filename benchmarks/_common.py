@@ -30,3 +30,10 @@ def markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def first_call(fn, *args, **kwargs):
+    """(result, wall seconds) of one call, compilation included: the time a user waits for a fresh solve."""
+    start = time.perf_counter()
+    result = jax.block_until_ready(fn(*args, **kwargs))
+    return result, time.perf_counter() - start

@@ -8,8 +8,11 @@ two sides each in a fresh process of their own, so that cold compiles are honest
 3. the exact regression prediction: damped Newton on the dual vs SciPy SLSQP on the primal (benchmarks/theory.py);
 4. a reference GD loop written the way published implicit-bias code does it (benchmarks/reference_gd.py: Python
    loop, NumPy, one run at a time) vs ltn's compiled GD and ltn's flow, on the same problem;
-5. classification: direction to the l1 max-margin solution and log-loss reached, flow vs GD (benchmarks/flow.py).
-About 3 minutes on 2 CPU cores. `--quick` shrinks every section (for a smoke test).
+5. classification: direction to the l1 max-margin solution and log-loss reached, flow vs GD (benchmarks/flow.py);
+6. reach: the stiff cases of issue 13 (small scales at depth 3-4, Woodworth at alpha = 1e-4, classification far
+   out in log-loss), ltn vs scipy LSODA and Radau with the exact Jacobian (benchmarks/reach.py).
+Sections 1-5 take about 3 minutes on 2 CPU cores; section 6 up to the scipy cap (`--scipy-cap`, 300 s) per
+unfinished scipy solve, so it can take half an hour. `--quick` shrinks every section (for a smoke test).
 """
 
 from __future__ import annotations
@@ -112,10 +115,17 @@ def section_classification() -> str:
     return flow.classification_direction()
 
 
+def section_reach(quick: bool, cap_s: float) -> str:
+    import reach
+
+    return reach.reach(quick=quick, cap_s=cap_s)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not the reported numbers")
+    parser.add_argument("--scipy-cap", type=float, default=300.0, help="seconds per scipy solve in section 6")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     gpu = any(d.platform == "gpu" for d in jax.devices())
@@ -127,7 +137,8 @@ def main(argv=None):
              ("batching", lambda: section_batching(4 if args.quick else 64, args.quick)),
              ("theory", lambda: section_theory(200, 20, 0.1, 200) if args.quick else section_theory(400, 40, 0.1, 300)),
              ("reference", lambda: section_reference(20_000 if args.quick else 200_000)),
-             ("classification", lambda: "" if args.quick else section_classification())]
+             ("classification", lambda: "" if args.quick else section_classification()),
+             ("reach", lambda: section_reach(args.quick, args.scipy_cap))]
     for name, run in steps:
         t0 = time.perf_counter()
         text = run()

@@ -4,7 +4,9 @@
     ltn validate CONFIG ...                                  check configs without computing anything
     ltn report DIR                                           summary tables and PNG plots of a results folder
 
-Every command takes `--debug` (before or after the command name). Exit status:
+Every command takes `--debug` (before or after the command name), and `--no-cache`: without it, compiled programs
+are kept in a persistent cache for later runs (`ltn._cache`: `$LTN_CACHE_DIR`, else `$XDG_CACHE_HOME/ltn`, else
+`~/.cache/ltn`). Exit status:
 
     0  success; for `ltn run`, every judged run passed its check
     1  some run failed its check (the summary names each one)
@@ -32,6 +34,8 @@ EXIT_CODES = """exit status:
   2  bad input: config, data file, arguments or results folder (the message names file, field and cause)
   3  internal error (a bug in ltn; --debug prints the traceback)"""
 QUICKSTART = "quickstart.toml"
+NO_CACHE_HELP = ("do not use the persistent compilation cache (default folder: $LTN_CACHE_DIR, else "
+                 "$XDG_CACHE_HOME/ltn, else ~/.cache/ltn; LTN_CACHE_DIR=\"\" turns it off too)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ltn {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
-    # Also accepted after the command; SUPPRESS keeps a subcommand from resetting a --debug given before it.
+    parser.add_argument("--no-cache", action="store_true", help=NO_CACHE_HELP)
+    # Also accepted after the command; SUPPRESS keeps a subcommand from resetting a flag given before it.
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="print the traceback of an error")
+    debug.add_argument("--no-cache", action="store_true", default=argparse.SUPPRESS, help=NO_CACHE_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name, **kwargs):
@@ -109,8 +115,7 @@ def _check_distinct_paths(paths) -> None:
 def _check_distinct_experiments(sweeps) -> None:
     """Experiments of different configs share one results folder: equal names (or names equal in file names,
     `file_stem`) would mix their rows and overwrite each other's plots."""
-    from .sweep import ConfigError
-    from .sweep._config import file_stem
+    from .sweep import ConfigError, file_stem
 
     owner: dict[str, tuple[str, str]] = {}
     problems = []
@@ -156,7 +161,7 @@ def command_validate(args) -> int:
 
 
 def _varying(rows, exclude=("seed",)) -> list[str]:
-    from .sweep._results import varying_columns
+    from .sweep import varying_columns
 
     return varying_columns(rows, exclude)
 
@@ -343,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # restores the default display on the way out
             warnings.showwarning = _one_line_warning(args.command)
+            if not args.no_cache:
+                from ._cache import enable_compilation_cache
+
+                enable_compilation_cache()
             return command(args)
     # Input that cannot be used: a config, a results folder (unreadable, corrupt, locked), or a path the system
     # refuses (a file where a folder belongs, a read-only or full disk).

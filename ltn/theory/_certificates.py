@@ -9,11 +9,13 @@ active set (SciPy's NNLS): a small residual says that some admissible nu satisfi
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
+from jaxtyping import Array, Float
 
 from ..networks import Network
 from ._common import check_data, check_network, odeco_or_raise, rho_from_point, transformed_inputs
@@ -105,6 +107,18 @@ def kkt_residual(net: Network, X, y, point, *, active_tol: float = ACTIVE_TOL,
     return kkt_from_rho(Z, y, rho, 2.0 / net.depth, active_tol=active_tol, support_tol=support_tol)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _unit_margins_directions(net: Network, params, X: Float[Array, "n d"], y: Float[Array, " n"]):
+    """`||params||`, the unit point `u`, the margins `y_i f(x_i; u)` and the rows `y_i grad_theta f(x_i; u)` of
+    every point, in one compiled call per network and data shape (eager, these were some thirty small programs
+    to compile; gradients of every point, not just the active ones, keep the program independent of the run)."""
+    total = jnp.sqrt(sum(jnp.sum(v**2) for v in params))
+    unit = tuple(v / total for v in params)
+    jacobian = jax.jacrev(lambda p: net.apply(p, X))(unit)
+    gradients = jnp.concatenate([j.reshape(X.shape[0], -1) for j in jacobian], axis=1)
+    return total, unit, y * net.apply(unit, X), y[:, None] * gradients
+
+
 def singular_vector_residual(net: Network, params, X, y, *, active_tol: float = ACTIVE_TOL) -> Certificate:
     """Theorem 1 of docs/theory.md §5 at `params`: how far `u = params / ||params||` is from a singular-vector tuple of
     `M(sum_i nu_i y_i x_i)` with nu >= 0 on the points of minimal margin.
@@ -117,19 +131,15 @@ def singular_vector_residual(net: Network, params, X, y, *, active_tol: float = 
     check_network(net)
     X, y = check_data(net, X, y, "classification")
     params = tuple(jnp.asarray(v) for v in net.check_params(params))
-    total = jnp.sqrt(sum(jnp.sum(v**2) for v in params))
-    if not bool(total > 0):
+    total, unit, margins, directions = _unit_margins_directions(net, params, jnp.asarray(X), jnp.asarray(y))
+    if not float(total) > 0:
         raise ValueError("params: the singular-vector residual needs non-zero parameters")
-    unit = tuple(v / total for v in params)
-    X_jax = jnp.asarray(X)
-    margins = np.asarray(y * net.apply(unit, X_jax))
+    margins = np.asarray(margins)
     min_margin = margins.min()
     if not min_margin > 0:
         return _infeasible(min_margin, len(y))
     active = np.flatnonzero(margins <= min_margin * (1 + active_tol))
-    jacobian = jax.jacrev(lambda p: net.apply(p, X_jax[active]))(unit)
-    gradients = np.concatenate([np.asarray(j).reshape(len(active), -1) for j in jacobian], axis=1)
-    directions = (y[active, None] * gradients).T  # column i: y_i grad_theta f(x_i; u)
+    directions = np.asarray(directions)[active].T  # column i: y_i grad_theta f(x_i; u)
     target = np.concatenate([np.asarray(v).ravel() for v in unit])
     nu_active = _nnls(directions, target)
     residual = np.linalg.norm(directions @ nu_active - target) / np.linalg.norm(target)

@@ -81,7 +81,7 @@ def rho_from_point(net: Network, point, purpose: str) -> np.ndarray:
     S, Us = odeco_or_raise(net, purpose)
     if isinstance(point, (tuple, list)):
         params = net.check_params(point)
-        return np.asarray(jnp.prod(layer_coordinates(Us, params), axis=0))
+        return np.prod(np.asarray(layer_coordinates(Us, params)), axis=0)
     beta = np.asarray(point)
     if beta.shape != (net.d,):
         raise ValueError(f"point must be parameters (a tuple of {net.depth} arrays) or a beta of shape "

@@ -1,6 +1,7 @@
-"""Gradient flow (diffrax) and discrete descent (optax), with the same summaries and result type."""
+"""Gradient flow (diffrax) and discrete descent (optax), with the same options, summaries and result type."""
 
 from ._descent import gradient_descent as gradient_descent
-from ._gradient_flow import FlowOptions as FlowOptions, gradient_flow as gradient_flow
+from ._gradient_flow import SOLVERS as SOLVERS, gradient_flow as gradient_flow
 from ._objective import Checkpoint as Checkpoint
+from ._options import FlowOptions as FlowOptions
 from ._result import STATUSES as STATUSES, FlowResult as FlowResult, Stats as Stats, Trajectory as Trajectory

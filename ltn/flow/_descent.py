@@ -16,66 +16,49 @@ import optax
 from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays, first_run
-from ._certificate import (BATCH_AXIS, GTOL, RESIDUAL_TOL, UNDECIDED, XTOL, gradient_small, regression_verdict,
-                           tries_every)
+from ._certificate import BATCH_AXIS, UNDECIDED, gradient_small, regression_verdict, tries_every
 from ._objective import Objective, tree_norm
+from ._options import FlowOptions, descent_options
 from ._result import CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
 
-STEP_SCALINGS = ("none", "loss")
-
-
-def gradient_descent(net: Network, params0, X, y, loss: str = "squared", *, learning_rate: float | None = None,
-                     optimizer: optax.GradientTransformation | None = None, max_steps: int = 100_000,
-                     step_scaling: str = "none", gtol: float = GTOL, xtol: float = XTOL,
-                     residual_tol: float = RESIDUAL_TOL, target_log_loss: float | None = None,
-                     target_norm: float | None = None, checkpoints: int = 128) -> FlowResult:
+def gradient_descent(net: Network, params0, X, y, loss: str = "squared", **options) -> FlowResult:
     """Full-batch descent on `L` (default `optax.sgd(learning_rate)`), inside one `lax.while_loop`.
 
-    `step_scaling="loss"` (classification) steps on `log L`, i.e. uses the step `learning_rate / L`, which keeps
-    making progress after `L` underflows. Stops and reports a status like `gradient_flow` (regression:
-    `converged` where the certificate of `residual_tol` and `xtol` holds, `stalled` at an exactly zero gradient,
-    `gtol` a hint to try the certificate at once; classification: a log-loss or norm target; `max_steps` as the
-    budget); records `checkpoints` summaries at geometrically spaced steps. `final.time` and checkpoint `time` count steps; `log_time` is the log of the
-    equivalent flow time `sum_k step_k` (NaN for a custom optimizer, whose step has no flow-time meaning).
-    A batch of initial params (leading axis) runs under one compile.
+    Arguments:
+        net, params0, X, y, loss: as for `gradient_flow` (a batch of `params0` runs under one compile).
+        **options: `FlowOptions` fields: exactly one of `learning_rate` (plain gradient descent) or `optimizer`
+            (an optax GradientTransformation); `step_scaling` ("none", or "loss" for classification: steps on
+            `log L`, i.e. the step `learning_rate / L`, which keeps making progress after `L` underflows);
+            `max_steps`; `gtol`, `xtol`, `residual_tol` (regression: `converged` where the flow's certificate
+            holds, `stalled` at an exactly zero gradient, `gtol` a hint to try the certificate at once);
+            `target_log_loss`, `target_norm` (classification stops); `checkpoints` (summaries at geometrically
+            spaced steps).
+
+    Returns:
+        A `FlowResult`; `final.time` and checkpoint `time` count steps, `log_time` is the log of the equivalent
+        flow time `sum_k step_k` (NaN for a custom optimizer, whose step has no flow-time meaning).
     """
     task = task_of(loss)
-    if step_scaling not in STEP_SCALINGS:
-        raise ValueError(f"step_scaling must be one of {STEP_SCALINGS}, got {step_scaling!r}")
-    if step_scaling == "loss" and task != "classification":
+    opts = descent_options(options).with_default_target(task)
+    if opts.step_scaling == "loss" and task != "classification":
         raise ValueError("step_scaling='loss' is for classification losses")
-    if (learning_rate is None) == (optimizer is None):
+    if np.isnan(opts.learning_rate) == (opts.optimizer is None):
         raise ValueError("give exactly one of learning_rate (plain gradient descent) or optimizer (an optax "
                          "GradientTransformation)")
-    if learning_rate is not None and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
-    if not (isinstance(max_steps, int) and max_steps >= 1):
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-    if not (isinstance(checkpoints, int) and checkpoints >= 2):
-        raise ValueError(f"checkpoints must be an integer >= 2, got {checkpoints!r}")
     X, y = check_problem_arrays(net, X, y, task)
     params0, batched = as_batch(net, params0, X)
-    if task == "classification" and target_log_loss is None and target_norm is None:
-        target_log_loss = -100.0
-    for name, value in (("gtol", gtol), ("xtol", xtol), ("residual_tol", residual_tol)):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value}")
-    static = (net, loss, max_steps, step_scaling, gtol, xtol, residual_tol, target_log_loss, target_norm,
-              checkpoints)
-    if optimizer is None:
-        result = _compiled_descent(*static, None)(params0, X, y, jnp.asarray(learning_rate, dtype=float))
-    else:
-        result = _build_descent(*static, optimizer)(params0, X, y, jnp.nan)
+    static = (net, loss, opts.max_steps, opts.step_scaling, opts.checkpoints)
+    build = _compiled_descent(*static) if opts.optimizer is None else _build_descent(*static, opts.optimizer)
+    result = build(params0, X, y, opts)
     return result if batched else first_run(result)
 
 
 @functools.lru_cache(maxsize=32)
 def _compiled_descent(*static):
-    return _build_descent(*static)
+    return _build_descent(*static, None)
 
 
-def _build_descent(net, loss, max_steps, step_scaling, gtol, xtol, residual_tol, target_log_loss, target_norm,
-                   num_checkpoints, optimizer):
+def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimizer):
     objective = Objective(net, loss)
     regression = objective.task == "regression"
     depth = net.depth
@@ -92,7 +75,8 @@ def _build_descent(net, loss, max_steps, step_scaling, gtol, xtol, residual_tol,
             return objective.value(params, X, y)
         return jnp.exp(objective.value(params, X, y))
 
-    def solve_one(params0, X, y, learning_rate):
+    def solve_one(params0, X, y, opts: FlowOptions):
+        learning_rate = opts.learning_rate
         opt = optimizer if optimizer is not None else optax.sgd(learning_rate)
         scale = jnp.linalg.norm(X, 2) * jnp.linalg.norm(y)
         empty = jax.tree_util.tree_map(lambda leaf: jnp.full((num_checkpoints, *leaf.shape), jnp.inf, leaf.dtype),
@@ -102,14 +86,10 @@ def _build_descent(net, loss, max_steps, step_scaling, gtol, xtol, residual_tol,
             """`NONFINITE`, the status the certificate gives (regression: the flow's, tried where
             `try_certificate`; classification: `CONVERGED` at a target), or `UNDECIDED`."""
             if regression:
-                code = regression_verdict(net, params, grad, X, y, residual_tol, xtol, try_settled=try_certificate,
-                                          axis_name=BATCH_AXIS)
+                code = regression_verdict(net, params, grad, X, y, opts.residual_tol, opts.xtol,
+                                          try_settled=try_certificate, axis_name=BATCH_AXIS)
             else:
-                done = jnp.asarray(False)
-                if target_log_loss is not None:
-                    done = done | (value <= target_log_loss)
-                if target_norm is not None:
-                    done = done | (tree_norm(params) >= target_norm)
+                done = (value <= opts.target_log_loss) | (tree_norm(params) >= opts.target_norm)
                 code = jnp.where(done, CONVERGED, UNDECIDED)
             bad = nonfinite(jax.tree_util.tree_leaves((params, grad))) | ~jnp.isfinite(value)
             return jnp.where(bad, NONFINITE, code)
@@ -127,7 +107,7 @@ def _build_descent(net, loss, max_steps, step_scaling, gtol, xtol, residual_tol,
             records = jax.tree_util.tree_map(
                 lambda buffer, new: jnp.where(hit, buffer.at[k].set(new), buffer), records, record)
             # Running runs share `step` (a finished run's lane still passes through here under vmap, frozen).
-            hinted = (step % tries_every(X.shape[0]) == 0) | gradient_small(params, grad, gtol, scale, depth)
+            hinted = (step % tries_every(X.shape[0]) == 0) | gradient_small(params, grad, opts.gtol, scale, depth)
             code = decide(params, value, grad, (code < 0) & hinted)
             descent_grad = grad if (regression or step_scaling == "loss") else \
                 jax.tree_util.tree_map(lambda g: jnp.exp(value) * g, grad)
@@ -154,7 +134,7 @@ def _build_descent(net, loss, max_steps, step_scaling, gtol, xtol, residual_tol,
         return FlowResult(params=params, beta=net.beta(params), status=status, stats=stats, final=final,
                           final_log_time=log_time, trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
 
-    def solve(params0, X, y, learning_rate):
-        return jax.vmap(solve_one, in_axes=(0, None, None, None), axis_name=BATCH_AXIS)(params0, X, y, learning_rate)
+    def solve(params0, X, y, opts: FlowOptions):
+        return jax.vmap(solve_one, in_axes=(0, None, None, None), axis_name=BATCH_AXIS)(params0, X, y, opts)
 
     return jax.jit(solve)

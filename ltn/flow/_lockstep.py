@@ -34,6 +34,7 @@ class Lockstep(NamedTuple):
     t: Float[Array, " batch"]
     y: Float[Array, "batch p"]
     f: Float[Array, "batch p"]
+    h: Float[Array, " batch"]
     stop: Int[Array, " batch"]
     steps: Int[Array, " batch"]
     accepted: Int[Array, " batch"]
@@ -54,11 +55,6 @@ class _Loop(NamedTuple):
     save_ts: Float[Array, "lanes k"]
 
 
-def evaluations_per_step(solver: diffrax.AbstractERK) -> int:
-    """Vector-field evaluations per step of an FSAL explicit pair (the first stage is the last one reused)."""
-    return len(solver.tableau.c)
-
-
 def lockstep_solve(
     field: Callable,
     finished: Callable,
@@ -74,6 +70,8 @@ def lockstep_solve(
     settled: Callable | None = None,
     settle_every: int = 1,
     hint: Callable | None = None,
+    t0: Float[Array, " batch"] | None = None,
+    active: Array | None = None,
 ) -> Lockstep:
     """Integrate `dy/dt = field(y)` (batched: `field` maps `(batch, p) -> (batch, p)`) for every run until
     `finished(y, f)` (per run, at accepted points, `f = field(y)`), `t_max`, `max_steps` or a failure.
@@ -81,7 +79,10 @@ def lockstep_solve(
     output of the step that crosses each time. Error control per run: RMS of the error scaled by
     `atol + rtol * max(|y0|, |y1|)`, as diffrax's `PIDController`. `settled(y, f, wanted)` is a second, costlier
     stopping test (per run, batched like `field`; `wanted` marks the runs whose answer counts), tried at the start
-    and at accepted points every `settle_every` loop iterations, and at once where the cheap `hint(y, f)` holds."""
+    and at accepted points every `settle_every` loop iterations, and at once where the cheap `hint(y, f)` holds.
+    A run may start later than 0 (`t0`, continuing a run from where another method left it: the records of
+    `save_ts <= t0` are left `inf` for the caller to fill) or not at all (`active` False: stopped as FINISHED,
+    nothing recorded). `Lockstep.h` is the controller's next step, which says whether stability holds it back."""
     tableau = solver.tableau
     assert tableau.fsal, "lockstep_solve needs a first-same-as-last pair"
     error_order = solver.order(None) + 1
@@ -105,17 +106,23 @@ def lockstep_solve(
     h = jnp.minimum(100 * h0, h1)
     h = jnp.where(jnp.isfinite(h) & (h > 0), h, 1e-6)
 
+    t0 = jnp.zeros(batch, y0.dtype) if t0 is None else t0
     finite_start = jnp.all(jnp.isfinite(f0), axis=1) & jnp.all(jnp.isfinite(y0), axis=1)
     stop = jnp.where(finite_start, RUNNING, NONFINITE_FIELD)
+    if active is not None:
+        stop = jnp.where(active, stop, FINISHED)
     done = finished(y0, f0)
     if settled is not None:
         done = done | settled(y0, f0, stop == RUNNING)
     stop = jnp.where((stop == RUNNING) & done, FINISHED, stop)
-    first_records = jax.vmap(record)(jnp.zeros(batch, y0.dtype), y0)
+    first_records = jax.vmap(record)(t0, y0)
+    from_start = t0 == 0
+    if active is not None:
+        from_start = from_start & active
     # One spare slot at the end takes the writes of runs with nothing to save (a scatter needs an index).
     records = jax.tree_util.tree_map(
-        lambda leaf: jnp.full((batch, slots + 1, *leaf.shape[1:]), jnp.inf, leaf.dtype).at[:, 0].set(leaf),
-        first_records)
+        lambda leaf: jnp.full((batch, slots + 1, *leaf.shape[1:]), jnp.inf, leaf.dtype).at[:, 0].set(
+            jnp.where(from_start.reshape(-1, *[1] * (leaf.ndim - 1)), leaf, jnp.inf)), first_records)
 
     def save_crossed(s: _Loop, t1, y1, k, moved):
         """Save every requested time in (s.t, t1] of the runs that `moved`, from the step's dense output."""
@@ -182,8 +189,9 @@ def lockstep_solve(
         return jax.lax.while_loop(lambda c: running(c[0]) > left, step, (state, iteration))
 
     zeros = jnp.zeros(batch, dtype=int)
-    state = _Loop(t=jnp.zeros(batch, y0.dtype), h=h, y=y0, f=f0, stop=stop, steps=zeros, accepted=zeros,
-                  next_save=jnp.ones(batch, dtype=int), records=records, t_max=t_max, save_ts=save_ts)
+    next_save = jnp.maximum(1, jnp.sum(save_ts <= t0[:, None], axis=1))
+    state = _Loop(t=t0, h=h, y=y0, f=f0, stop=stop, steps=zeros, accepted=zeros,
+                  next_save=next_save, records=records, t_max=t_max, save_ts=save_ts)
     # Runs finish at different times; a long tail of a few slow runs (a stiff run can take 100x the steps of the
     # others) would keep paying for the whole batch. So a large batch runs in two phases: once at most an eighth
     # of it (at least TAIL_LANES runs) is left, those runs are gathered into a batch of that size (one more loop
@@ -200,5 +208,6 @@ def lockstep_solve(
         lane = lane._replace(stop=jnp.where(index < batch, lane.stop, PADDING))
         lane, _ = run_until(lane, iteration, 0)
         state = jax.tree_util.tree_map(lambda full, part: full.at[index].set(part, mode="drop"), state, lane)
-    return Lockstep(t=state.t, y=state.y, f=state.f, stop=state.stop, steps=state.steps, accepted=state.accepted,
+    return Lockstep(t=state.t, y=state.y, f=state.f, h=state.h, stop=state.stop, steps=state.steps,
+                    accepted=state.accepted,
                     records=jax.tree_util.tree_map(lambda leaf: leaf[:, :slots], state.records))

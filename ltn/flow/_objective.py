@@ -61,6 +61,21 @@ class Objective:
     def value_and_grad(self, params: Params, X, y):
         return jax.value_and_grad(self.value)(params, X, y)
 
+    def velocity_scale(self, params: Params, value, reparametrize: bool):
+        """Positive factor on `-grad value` along the path: 1 for regression, `||theta||^(2-L)` on the rescaled
+        classification path, `L = exp(log L)` in plain time."""
+        if self.task == "regression":
+            return 1.0
+        if reparametrize:
+            return tree_norm(params) ** (2 - self.net.depth)
+        return jnp.exp(value)
+
+    def velocity(self, params: Params, X, y, reparametrize: bool) -> Params:
+        """The vector field of the path, `-velocity_scale * grad value`."""
+        value, grad = self.value_and_grad(params, X, y)
+        scale = self.velocity_scale(params, value, reparametrize)
+        return jax.tree_util.tree_map(lambda g: -scale * g, grad)
+
     def log_loss(self, params: Params, X, y) -> Array:
         return log_risk(self.net.apply(params, X), y, self.loss)
 

@@ -33,10 +33,11 @@ SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "descent")
 
 
 class Stats(eqx.Module):
-    """Work done: solver steps (accepted and rejected), the solver's evaluations of the gradient (vector field;
-    -1 where an implicit solver's Newton iterations are not counted; each recorded checkpoint costs one more, and
-    each try of the regression certificate up to n backward passes, neither counted) and which solver ran
-    (`solver_name`)."""
+    """Work done: solver steps (accepted and rejected, summed over the legs of a run that `solver="auto"`
+    continued with another method), the gradient (vector-field) evaluations of the solver's stages (-1 where an
+    implicit leg ran: its Newton and GMRES iterations, each a Hessian-vector product, are not reported by
+    diffrax; recorded checkpoints, certificate tries and the stiffness test are not counted either) and the
+    solver of the run's last leg (`solver_name`)."""
 
     steps: Int[Array, ""]
     accepted_steps: Int[Array, ""]

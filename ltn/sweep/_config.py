@@ -38,7 +38,7 @@ import os
 import tomllib
 from typing import Any, Callable
 
-from ..flow import FlowOptions
+from ..flow import SOLVERS as FLOW_SOLVERS, FlowOptions
 from ..losses import LOSSES
 from ..networks import INIT_KINDS
 from ._build import DATA_KINDS, MAX_DEPTH, NETWORK_KINDS
@@ -48,7 +48,6 @@ TOP_LEVEL_KEYS = ("name", "description", "task", "loss", "seeds", *SECTIONS)
 TASKS = ("regression", "classification")
 DEFAULT_LOSS = {"regression": "squared", "classification": "exponential"}
 ODECO_BASES = ("random", "dft", "identity")
-FLOW_SOLVERS = ("auto", "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3")
 SOLVERS = (*FLOW_SOLVERS, "descent")
 DESCENT_OPTIMIZERS = ("sgd", "momentum", "adam")
 STEP_SCALINGS = ("none", "loss")

@@ -26,10 +26,11 @@ def never(Y, F):
 
 
 def solve(Y0, t_max, save_ts, finished=never, max_steps=10_000, solver=diffrax.Tsit5(), field=linear_field,
-          settled=None, settle_every=1, hint=None):
-    return jax.jit(lambda Y0, t_max, save_ts: lockstep_solve(
+          settled=None, settle_every=1, hint=None, t0=None, active=None):
+    return jax.jit(lambda Y0, t_max, save_ts, t0, active: lockstep_solve(
         field, finished, lambda t, y: y, Y0, solver=solver, rtol=RTOL, atol=ATOL, t_max=t_max, save_ts=save_ts,
-        max_steps=max_steps, settled=settled, settle_every=settle_every, hint=hint))(Y0, t_max, save_ts)
+        max_steps=max_steps, settled=settled, settle_every=settle_every, hint=hint, t0=t0, active=active))(
+        Y0, t_max, save_ts, t0, active)
 
 
 def exact(y0, t):
@@ -116,3 +117,19 @@ def test_costly_stop_is_tried_at_once_where_hinted_and_at_the_start():
     np.testing.assert_allclose(hinted.f, linear_field(hinted.y), rtol=1e-14)
     at_start = solve(y0 * 1e-4, jnp.full(2, 1e3), save_ts, settled=small, settle_every=1000)
     assert list(np.asarray(at_start.steps)) == [0, 0] and np.all(np.asarray(at_start.stop) == FINISHED)
+
+
+def test_a_run_continued_from_a_later_time_and_inactive_runs():
+    """A run started at t0 > 0 from the exact state there ends at the exact state at t_max and records only the
+    times after t0; an inactive run does not move and records nothing."""
+    y0 = jnp.asarray([1.0, -2.0, 0.5, 3.0])
+    t0, t_max = 2.0, 6.0
+    Y0 = jnp.stack([jnp.asarray(exact(y0, t0)), y0])
+    save_ts = jnp.tile(jnp.asarray([0.0, 1.0, 3.0, 6.0]), (2, 1))
+    end = solve(Y0, jnp.full(2, t_max), save_ts, t0=jnp.asarray([t0, 0.0]), active=jnp.asarray([True, False]))
+    np.testing.assert_allclose(end.y[0], exact(y0, t_max), rtol=1e-8, atol=1e-10)
+    assert float(end.t[0]) == t_max and np.all(np.isinf(np.asarray(end.records[0, :2])))
+    np.testing.assert_allclose(end.records[0, 2], exact(y0, 3.0), rtol=1e-8, atol=1e-10)
+    assert (int(end.stop[1]), int(end.steps[1]), float(end.t[1])) == (FINISHED, 0, 0.0)
+    np.testing.assert_array_equal(end.y[1], y0)
+    assert np.all(np.isinf(np.asarray(end.records[1])))

@@ -49,6 +49,10 @@ def test_saddle_plateau_is_not_converged():
     assert min(relative_residual(beta, REG) for beta in flow.beta) > 0.1  # measured 0.67 and 0.31
     descent = ltn.gradient_descent(DEEP, batch, REG.X, REG.y, learning_rate=0.01, max_steps=300)
     assert list(descent.status_name) == ["budget_exhausted"] * 2  # was "converged" after 0 and 3 steps
+    # the implicit Newton-Krylov path is judged by the same certificate
+    implicit = ltn.gradient_flow(DEEP, batch, REG.X, REG.y, solver="kvaerno5", max_steps=30)
+    assert list(implicit.status_name) == ["budget_exhausted"] * 2
+    assert min(relative_residual(beta, REG) for beta in implicit.beta) > 0.1
 
 
 def test_plateau_point_is_undecided_though_its_gradient_is_small():

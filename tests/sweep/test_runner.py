@@ -109,7 +109,9 @@ def test_results_schema(interrupted_sweep):
         assert column in rows[0], column
     for row in rows:
         assert row["status"] in STATUSES
-        assert row["steps"] > 0 and row["grad_evals"] > 0 and row["wall_time"] > 0
+        # grad_evals is -1 where an implicit leg ran (its Newton-Krylov evaluations are not counted)
+        assert row["steps"] > 0 and row["wall_time"] > 0
+        assert row["grad_evals"] > 0 or row["solver_used"].startswith("kvaerno")
         assert isinstance(row["passed"], bool) and row["verdict"] in VERDICTS
         assert row["passed"] == (row["verdict"] == "passed") == (row["reason"] in (None, ""))
     trajectories = read_trajectories(interrupted_sweep.out)

@@ -1,0 +1,81 @@
+"""The ODE methods of the flow, behind one small interface.
+
+An explicit Runge-Kutta pair (`ExplicitPair`) is cheap per step but its step is bounded by stability,
+`h |lambda_max| <~ 3`, where `lambda_max` is the largest curvature of the loss along the path: a flow whose slow
+directions still move while its fast ones have settled (the rich regime, late classification) is stiff, and an
+explicit pair crawls. The implicit, L-stable ESDIRK methods of Kvaerno (`NewtonKrylov`) take steps set by accuracy
+alone. Their stage equations are solved by Newton's method whose linear systems `(I - h a J) dz = r` go to GMRES:
+`J v` is a Jacobian-vector product of the vector field through JAX (for the flow, a Hessian-vector product), so
+no Jacobian is ever formed and the cost of a step grows like that of a gradient, at any parameter count
+(docs/theory.md §9).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import jax.numpy as jnp
+import lineax as lx
+import optimistix as optx
+
+_EXPLICIT = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
+_IMPLICIT = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
+FLOW_SOLVERS = ("auto", *_EXPLICIT, *_IMPLICIT)
+# Newton's stage solves stop at a relative change of NEWTON_RTOL; GMRES at a relative residual of GMRES_RTOL.
+# The step's error estimate, not these, controls accuracy: a loose stage solve shows up as a larger estimated
+# error, and a Newton solve that fails to converge rejects the step (diffrax halves it).
+NEWTON_RTOL, GMRES_RTOL, GMRES_RESTART = 1e-3, 1e-3, 20
+
+
+class FlowSolver(eqx.Module):
+    """What the flow needs of a method: its `name` (as in `FlowOptions.solver` and `Stats.solver_name`),
+    whether regression batches run in one lockstep loop (`lockstep`; explicit pairs only), the diffrax solver,
+    and how many gradient evaluations `steps` cost (-1: not counted)."""
+
+    name: str = eqx.field(static=True)
+    lockstep: ClassVar[bool]
+
+    def method(self) -> diffrax.AbstractSolver:
+        raise NotImplementedError
+
+    def grad_evals(self, steps):
+        raise NotImplementedError
+
+
+class ExplicitPair(FlowSolver):
+    """An FSAL explicit Runge-Kutta pair of diffrax (Tsit5, Dopri5, Dopri8)."""
+
+    lockstep: ClassVar[bool] = True
+
+    def method(self) -> diffrax.AbstractERK:
+        return _EXPLICIT[self.name]()
+
+    def evaluations_per_step(self) -> int:
+        """Vector-field evaluations per step (the first stage is the last one of the previous step)."""
+        return len(self.method().tableau.c)
+
+    def grad_evals(self, steps):
+        # +2 at the start: f(y0), and one more for Hairer's initial step size.
+        return self.evaluations_per_step() * steps + 2
+
+
+class NewtonKrylov(FlowSolver):
+    """Kvaerno's ESDIRK method (order 5 or 3) with Jacobian-free Newton-GMRES stage solves."""
+
+    lockstep: ClassVar[bool] = False
+
+    def method(self) -> diffrax.AbstractImplicitSolver:
+        gmres = lx.GMRES(rtol=GMRES_RTOL, atol=GMRES_RTOL * 1e-3, restart=GMRES_RESTART,
+                         stagnation_iters=GMRES_RESTART)
+        newton = optx.Newton(rtol=NEWTON_RTOL, atol=NEWTON_RTOL * 1e-3, linear_solver=gmres)
+        return _IMPLICIT[self.name](root_finder=newton)
+
+    def grad_evals(self, steps):
+        # Newton and GMRES iterations are data-dependent and diffrax does not report them.
+        return jnp.full_like(steps, -1)
+
+
+def make_solver(name: str) -> FlowSolver:
+    return ExplicitPair(name) if name in _EXPLICIT else NewtonKrylov(name)

@@ -1,0 +1,127 @@
+"""The implicit Newton-Krylov path against scipy's stiff solvers with the exact Jacobian, batch against single
+runs, and the stiffness switch of `solver="auto"`: it switches on a stiff run, from where the run is, and not on a
+slow run that is not stiff (a saddle plateau), which stays honest (never `converged`)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+from jax.flatten_util import ravel_pytree
+
+import ltn
+from ltn.data import separable_classification, sparse_regression
+from ltn.flow._gradient_flow import _leg
+from ltn.flow._objective import Objective
+from ltn.flow._options import FlowOptions
+from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS, STIFF_PRODUCT, step_times_curvature
+
+REG = sparse_regression(seed=0, n=6, d=12, sparsity=2)
+NET = ltn.Diagonal(d=12, depth=3)
+CLS = separable_classification(seed=0, n=6, d=8, margin=0.2)
+CLS_NET = ltn.Diagonal(d=8, depth=2)
+
+
+def stiff_init():
+    """7 of 12 coordinates at 3e-2 of the others: cond(J J^T) > 1e4 at the start, rates over four decades."""
+    return tuple(layer * jnp.where(jnp.arange(12) < 5, 1.0, 3e-2) for layer in NET.init(jax.random.PRNGKey(2)))
+
+
+def scipy_reference(net, loss, params0, X, y, t_end, method, events=None):
+    """The same vector field (the path `ltn` integrates) by scipy's `method` with the exact Jacobian
+    (`jax.jacfwd`), at tight tolerances, on flat parameters."""
+    flat0, unravel = ravel_pytree(params0)
+    objective = Objective(net, loss)
+    field = jax.jit(lambda v: ravel_pytree(objective.velocity(unravel(v), X, y, True))[0])
+    jacobian = jax.jit(jax.jacfwd(field))
+    sol = scipy.integrate.solve_ivp(lambda t, v: np.asarray(field(jnp.asarray(v))), (0, t_end), np.asarray(flat0),
+                                    method=method, jac=lambda t, v: np.asarray(jacobian(jnp.asarray(v))),
+                                    rtol=1e-12, atol=1e-14, events=events)
+    assert sol.success
+    return unravel(jnp.asarray(sol.y[:, -1])), sol
+
+
+def test_implicit_regression_matches_radau_on_a_stiff_run():
+    params0 = stiff_init()
+    horizon = 50.0
+    # xtol tiny: no certificate stops the run early; the end point is the flow at exactly t = horizon.
+    result = ltn.gradient_flow(NET, params0, REG.X, REG.y, solver="kvaerno5", t_max=horizon, xtol=1e-300)
+    assert result.status_name == "budget_exhausted" and float(result.final.time) == pytest.approx(horizon)
+    reference, _ = scipy_reference(NET, "squared", params0, REG.X, REG.y, horizon, "Radau")
+    error = float(jnp.linalg.norm(result.beta - NET.beta(reference)) / jnp.linalg.norm(NET.beta(reference)))
+    assert error <= 1e-8  # measured 4e-16 (733 steps)
+
+
+def test_implicit_classification_matches_lsoda_to_a_log_loss_target():
+    """Kvaerno5 on the rescaled path to log L = -50, against LSODA (exact Jacobian) stopped by its own event at
+    the same level: same end point, same path time s."""
+    params0 = CLS_NET.init(jax.random.PRNGKey(4), scale=0.3)
+    target = -50.0
+    result = ltn.gradient_flow(CLS_NET, params0, CLS.X, CLS.y, "exponential", solver="kvaerno5",
+                               target_log_loss=target)
+    assert result.status_name == "converged" and float(result.final.log_loss) == pytest.approx(target, abs=1e-8)
+    objective = Objective(CLS_NET, "exponential")
+    _, unravel = ravel_pytree(params0)
+    level = jax.jit(lambda v: objective.log_loss(unravel(v), CLS.X, CLS.y) - target)
+
+    def reached(t, v):
+        return float(level(jnp.asarray(v)))
+
+    reached.terminal = True
+    reference, sol = scipy_reference(CLS_NET, "exponential", params0, CLS.X, CLS.y, 1e6, "LSODA", events=reached)
+    assert sol.status == 1  # stopped by the event
+    for a, b in zip(result.params, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)  # measured 6.6e-10 at most, |theta| ~ 1
+    assert float(result.final.time) == pytest.approx(float(sol.t_events[0][0]), rel=1e-7)  # measured 4e-13
+
+
+def test_implicit_batch_matches_single_runs():
+    batch = tuple(jnp.stack(pair) for pair in zip(stiff_init(), NET.init(jax.random.PRNGKey(1), scale=1.0)))
+    both = ltn.gradient_flow(NET, batch, REG.X, REG.y, solver="kvaerno5")
+    assert list(both.status_name) == ["converged"] * 2
+    for i in range(2):
+        alone = ltn.gradient_flow(NET, jax.tree_util.tree_map(lambda leaf: leaf[i], batch), REG.X, REG.y,
+                                  solver="kvaerno5")
+        assert int(both.stats.steps[i]) == int(alone.stats.steps)  # each run its own steps, not the batch's
+        # batched matmuls round differently: measured 7e-12 relative
+        assert float(jnp.linalg.norm(both.beta[i] - alone.beta) / jnp.linalg.norm(alone.beta)) <= 1e-10
+
+
+def probe_product(net, params0, X, y, loss="squared", **options):
+    """`h |lambda_max|` where `auto`'s explicit probe ends (h: the step its controller holds there)."""
+    opts = FlowOptions(solver="tsit5", max_steps=EXPLICIT_PROBE_STEPS, **options)
+    leg = _leg(net, loss, opts, jax.tree_util.tree_map(lambda leaf: leaf[None], params0), X, y, probe=True)
+    assert bool(leg.out_of_steps[0])  # still going after the probe
+    product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
+    return float(product[0])
+
+
+def test_auto_switches_where_stiffness_holds_the_explicit_step():
+    """Theorem init at scale 30, depth 3: Tsit5 sits at its stability bound short of the certificate for 20000
+    steps and more. `auto` probes with Tsit5, measures h |lambda_max| at the end of the probe and continues the
+    same run implicitly from there: it reaches the exact limit."""
+    held = NET.init(jax.random.PRNGKey(0), scale=30.0, kind="theorem")
+    assert probe_product(NET, held, REG.X, REG.y) >= STIFF_PRODUCT  # measured 3.7
+    limit = ltn.predict(NET, REG.X, REG.y, "squared", init=held).beta
+    result = ltn.gradient_flow(NET, held, REG.X, REG.y)
+    assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
+    # measured 2001 steps: the first implicit step leaves the explicit step noise behind and is certified
+    assert EXPLICIT_PROBE_STEPS < int(result.stats.steps) < 2 * EXPLICIT_PROBE_STEPS
+    assert float(jnp.linalg.norm(result.beta - limit) / jnp.linalg.norm(limit)) <= 1e-8  # measured 1.1e-14
+    # one path: the probe's checkpoints, then the implicit leg's, times increasing
+    times = np.asarray(result.trajectory.checkpoints.time)[result.trajectory.reached]
+    assert np.all(np.diff(times) > 0) and times[-1] <= float(result.final.time)
+
+
+def test_auto_does_not_switch_on_a_slow_run_that_is_not_stiff():
+    """Negative control: classification in plain time far out is slow (the loss falls like 1/t, so the steps grow
+    only geometrically and the probe ends undecided) but not stiff (the step is set by accuracy, h |lambda_max|
+    far below the stability bound): `auto` goes on with Tsit5, and the run, short of its target, says so."""
+    params0 = CLS_NET.init(jax.random.PRNGKey(4), scale=0.3)
+    options = dict(target_log_loss=-1e6, reparametrize=False, t_max=1e200)
+    assert probe_product(CLS_NET, params0, CLS.X, CLS.y, "exponential", **options) < STIFF_PRODUCT / 10
+    result = ltn.gradient_flow(CLS_NET, params0, CLS.X, CLS.y, "exponential", max_steps=EXPLICIT_PROBE_STEPS + 300,
+                               **options)
+    assert result.stats.solver_name == "tsit5"
+    assert result.status_name == "budget_exhausted" and int(result.stats.steps) == EXPLICIT_PROBE_STEPS + 300
+    assert float(result.final.log_loss) > -1e6

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 
 from ..flow import STATUSES, gradient_flow
-from ._build import init_batch, network_and_problem
+from ._build import file_sha256, init_batch, input_files, network_and_problem
 from ._config import RunSpec, SweepSpec
-from ._grid import expand, file_sha256, group_id, group_runs, input_files, precision, run_columns, run_id
+from ._grid import expand, group_id, group_runs, precision, run_columns, run_id
 from ._results import ResultsStore, write_manifest
 from ._theory import FAILED, NOT_JUDGED, check_group
 

@@ -18,8 +18,9 @@ from ._certificate import GTOL, RESIDUAL_TOL, XTOL
 from ._solvers import FLOW_SOLVERS
 
 STEP_SCALINGS = ("none", "loss")
-_FLOW_ONLY = ("solver", "rtol", "atol", "t_max", "reparametrize")
-_DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
+# Options only one entry point takes (the other refuses them by name).
+FLOW_ONLY = ("solver", "rtol", "atol", "t_max", "reparametrize")
+DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
 
 
 def _or(value, default: float) -> float:
@@ -100,7 +101,7 @@ class FlowOptions(eqx.Module):
 
 def flow_options(options: dict) -> FlowOptions:
     """`FlowOptions` for `gradient_flow`, refusing descent-only names."""
-    misplaced = sorted(set(options) & set(_DESCENT_ONLY))
+    misplaced = sorted(set(options) & set(DESCENT_ONLY))
     if misplaced:
         raise TypeError(f"{misplaced} are options of gradient_descent, not of gradient_flow")
     if options.get("solver") == "descent":
@@ -110,7 +111,7 @@ def flow_options(options: dict) -> FlowOptions:
 
 def descent_options(options: dict) -> FlowOptions:
     """`FlowOptions` for `gradient_descent`, refusing ODE-solver-only names."""
-    misplaced = sorted(set(options) & set(_FLOW_ONLY))
+    misplaced = sorted(set(options) & set(FLOW_ONLY))
     if misplaced:
         raise TypeError(f"{misplaced} are options of gradient_flow, not of gradient_descent")
     return FlowOptions(solver="descent", **options)

@@ -38,7 +38,7 @@ import os
 import tomllib
 from typing import Any, Callable
 
-from ..flow import SOLVERS as FLOW_SOLVERS, FlowOptions
+from ..flow import DESCENT_ONLY, FLOW_ONLY as _SOLVER_ONLY, SOLVERS as FLOW_SOLVERS, STEP_SCALINGS, FlowOptions
 from ..losses import LOSSES
 from ..networks import INIT_KINDS
 from ._build import DATA_KINDS, MAX_DEPTH, NETWORK_KINDS
@@ -50,7 +50,6 @@ DEFAULT_LOSS = {"regression": "squared", "classification": "exponential"}
 ODECO_BASES = ("random", "dft", "identity")
 SOLVERS = (*FLOW_SOLVERS, "descent")
 DESCENT_OPTIMIZERS = ("sgd", "momentum", "adam")
-STEP_SCALINGS = ("none", "loss")
 # A config holding more runs is refused before its grid is expanded: expanding and checking 10^7 runs took
 # `ltn validate` past 1.3 GB; 10^5 runs take ~12 s and ~100 MB (2-core CPU).
 MAX_RUNS = 100_000
@@ -347,8 +346,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
 }
 # Which init keys each init kind uses (a key set for another kind is a mistake worth reporting).
 INIT_KEYS = {"gaussian": ("scale",), "theorem": ("scale",), "shaped": ("scale", "shape"), "file": ("scale", "path")}
-DESCENT_ONLY = ("learning_rate", "optimizer", "step_scaling")
-FLOW_ONLY = ("rtol", "atol", "t_max")
+# ODE-solver options a descent run refuses: the flow's own list, less what the config spells otherwise (`solver`
+# names descent too; `reparametrize` is not a config key).
+FLOW_ONLY = tuple(key for key in _SOLVER_ONLY if key in SCHEMA["flow"] and key != "solver")
 REGRESSION_ONLY = ("xtol", "residual_tol")  # the regression certificate (docs/theory.md §11)
 
 

@@ -11,19 +11,6 @@ from jaxtyping import Array
 
 from ..networks import Network
 
-REGRESSION_LOSSES = ("squared",)
-CLASSIFICATION_LOSSES = ("exponential", "logistic")
-LOSSES = REGRESSION_LOSSES + CLASSIFICATION_LOSSES
-
-
-def task_of_loss(loss: str) -> str:
-    """'regression' or 'classification', from the loss name (docs/theory.md §1)."""
-    if loss in REGRESSION_LOSSES:
-        return "regression"
-    if loss in CLASSIFICATION_LOSSES:
-        return "classification"
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-
 
 def check_network(net) -> Network:
     if not isinstance(net, Network):

@@ -27,11 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..losses import task_of
 from ..networks import Diagonal, FullyConnected, Network
 from ._certificates import kkt_from_rho
 from ._classification import (SolverError, conjugate_pairing, l2_max_margin, lp_stationary_point,
                               weighted_l1_max_margin)
-from ._common import check_data, check_network, rho_from_point, task_of_loss, transformed_inputs, unit
+from ._common import check_data, check_network, rho_from_point, transformed_inputs, unit
 from ._regression import (STATUS_MESSAGES, lazy_condition_error, lazy_limits, min_norm_interpolant,
                           odeco_regression_limits)
 
@@ -71,7 +72,7 @@ def predict(net: Network, X, y, loss: str = "squared", init=None, start=None, *,
     Raises `SolverError` when a solver fails, ValueError/TypeError for arguments that do not fit.
     """
     check_network(net)
-    task = task_of_loss(loss)
+    task = task_of(loss)
     X, y = check_data(net, X, y, task)
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
@@ -92,7 +93,7 @@ def predict_batch(net: Network, X, y, loss: str = "squared", inits=None, starts=
     prediction fails gets its exception in its place, so one run cannot cost the others; arguments that do not
     fit still raise."""
     check_network(net)
-    task = task_of_loss(loss)
+    task = task_of(loss)
     X, y = check_data(net, X, y, task)
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")

@@ -2,7 +2,8 @@
 
     ltn run [CONFIG ...] [--out DIR] [--set key=value ...]   run sweeps (default: the packaged quickstart)
     ltn validate CONFIG ...                                  check configs without computing anything
-    ltn report DIR                                           summary tables and PNG plots of a results folder
+    ltn report DIR                                           summary tables, and the figures of the configs'
+                                                             [report] tables as PNGs in the folder
 
 Every command takes `--debug` (before or after the command name), and `--no-cache`: without it, compiled programs
 are kept in a persistent cache for later runs (`ltn._cache`: `$LTN_CACHE_DIR`, else `$XDG_CACHE_HOME/ltn`, else
@@ -75,12 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    report = command("report", help="summarise a results folder and write PNG plots")
+    report = command("report", help="summarise a results folder and write its figures as PNGs",
+                     description="Summary tables, and the figures the configs' [report] tables ask for (per "
+                                 "experiment defaults where a config has none), as PNGs in the folder.")
     report.add_argument("folder", metavar="DIR")
     report.add_argument("--no-plots", action="store_true", help="tables only")
     report.add_argument("--worst", type=int, default=5, metavar="K", help="worst cases listed (default 5)")
-    report.add_argument("--paper", action="store_true", help="also write the paper figures that apply to the folder "
-                        "(docs/reproduction.md); these may re-solve small runs and evaluate predictions (JAX)")
     return parser
 
 
@@ -222,10 +223,7 @@ def command_run(args) -> int:
           f"group(s); results in {outcome.out_dir}")
     print(summarise(outcome.rows))
     if args.plots:
-        from .plots import write_plots
-
-        for path in write_plots(outcome.out_dir):
-            print(f"wrote {path}")
+        write_figures(outcome.out_dir)
     failed, not_judged = outcome.failed, outcome.not_judged
     if failed:
         print(f"{len(failed)} of {len(outcome.rows)} runs failed their check", file=sys.stderr)
@@ -310,19 +308,21 @@ def command_report(args) -> int:
         return EXIT_BAD_INPUT
     print(report_text(rows, args.worst))
     if not args.no_plots:
-        from .plots import write_plots
-
-        for path in write_plots(args.folder):
-            print(f"wrote {path}")
-    if getattr(args, "paper", False):
-        from .plots import write_paper_plots
-
-        paths, text = write_paper_plots(args.folder)
-        if text:
-            print(text)
-        for path in paths:
-            print(f"wrote {path}")
+        write_figures(args.folder)
     return 0
+
+
+def write_figures(folder: str) -> list[str]:
+    """Save the figures of a results folder (`ltn.plots.report_figures`) as PNGs in it; returns their paths."""
+    from .plots import report_figures
+
+    paths = []
+    for name, figure in report_figures(folder):
+        path = os.path.join(folder, name)
+        figure.savefig(path, dpi=100)
+        print(f"wrote {path}")
+        paths.append(path)
+    return paths
 
 
 def _one_line_warning(command: str):

@@ -1,6 +1,9 @@
 """Problem generators: sparse regression, separable classification, and data loaded from a file.
 
-Every generator returns a `Problem` of NumPy float64 arrays; generation is deterministic in the seed.
+Every generator returns a `Problem` of NumPy float64 arrays; generation is deterministic in the seed. The
+generators with a teacher also draw a held-out test set of `n_test` points (default none) from the same
+distribution, with a random stream of its own: the training set is the same whatever `n_test` is, and the test
+set is independent of it. `held_out_error` and `teacher_error` measure a predictor against them.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import scipy.optimize
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Problem:
-    """Data `X` (n, d) and targets `y` (n,); `beta_star` is the generating predictor when there is one."""
+    """Data `X` (n, d) and targets `y` (n,); `beta_star` is the generating predictor when there is one;
+    `X_test` (n_test, d) and `y_test` a held-out test set from the same distribution, when one was drawn."""
 
     X: np.ndarray
     y: np.ndarray
     task: str  # "regression" or "classification"
     beta_star: np.ndarray | None = None
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -31,9 +37,17 @@ class Problem:
         return self.X.shape[1]
 
 
-def sparse_regression(seed: int, n: int, d: int, sparsity: int, noise: float = 0.0) -> Problem:
+# The test set's stream: SeedSequence((seed, TEST_STREAM)), independent of the training stream default_rng(seed).
+TEST_STREAM = 1
+
+
+def _test_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng((seed, TEST_STREAM))
+
+
+def sparse_regression(seed: int, n: int, d: int, sparsity: int, noise: float = 0.0, n_test: int = 0) -> Problem:
     """Woodworth et al. (2020): `x ~ N(0, I_d)`, `beta*` with `sparsity` entries `1/sqrt(sparsity)`,
-    `y = X beta* + noise * N(0, 1)`."""
+    `y = X beta* + noise * N(0, 1)`; `n_test` held-out points drawn the same way (see the module docstring)."""
     if not 1 <= sparsity <= d:
         raise ValueError(f"sparsity must be between 1 and d = {d}, got {sparsity}")
     if n >= d:
@@ -43,13 +57,17 @@ def sparse_regression(seed: int, n: int, d: int, sparsity: int, noise: float = 0
     beta_star = np.zeros(d)
     beta_star[:sparsity] = 1 / np.sqrt(sparsity)
     y = X @ beta_star + noise * rng.standard_normal(n)
-    return Problem(X, y, "regression", beta_star)
+    test = _test_rng(seed)
+    X_test = test.standard_normal((n_test, d))
+    y_test = X_test @ beta_star + noise * test.standard_normal(n_test)
+    return Problem(X, y, "regression", beta_star, *((X_test, y_test) if n_test else (None, None)))
 
 
-def separable_classification(seed: int, n: int, d: int, margin: float = 0.1, sparsity: int | None = None
-                             ) -> Problem:
+def separable_classification(seed: int, n: int, d: int, margin: float = 0.1, sparsity: int | None = None,
+                             n_test: int = 0) -> Problem:
     """Labels of a teacher `w*` (unit norm, `sparsity` non-zeros; dense by default) on Gaussian inputs, with
-    every point moved along `w*` so that `y_i <x_i, w*> >= margin`: separable with margin at least `margin`."""
+    every point moved along `w*` so that `y_i <x_i, w*> >= margin`: separable with margin at least `margin`;
+    `n_test` held-out points drawn the same way (see the module docstring)."""
     if margin <= 0:
         raise ValueError(f"margin must be positive, got {margin}")
     rng = np.random.default_rng(seed)
@@ -59,12 +77,59 @@ def separable_classification(seed: int, n: int, d: int, margin: float = 0.1, spa
     teacher = np.zeros(d)
     teacher[:k] = rng.standard_normal(k)
     teacher /= np.linalg.norm(teacher)
-    X = rng.standard_normal((n, d))
+    X, y = _teacher_labelled(rng.standard_normal((n, d)), teacher, margin)
+    test = (*_teacher_labelled(_test_rng(seed).standard_normal((n_test, d)), teacher, margin),) if n_test else ()
+    return Problem(X, y, "classification", teacher, *test)
+
+
+def _teacher_labelled(X: np.ndarray, teacher: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian points labelled by the teacher's sign and moved along it to the margin."""
     scores = X @ teacher
     y = np.where(scores >= 0, 1.0, -1.0)
     shortfall = np.maximum(margin - y * scores, 0.0)
-    X = X + (y * shortfall)[:, None] * teacher[None, :]
-    return Problem(X, y, "classification", teacher)
+    return X + (y * shortfall)[:, None] * teacher[None, :], y
+
+
+def held_out_error(problem: Problem, beta) -> float:
+    """The test error of the linear predictor `beta` on the problem's held-out set: mean squared error
+    `mean((X_test beta - y_test)^2)` for regression, the 0-1 error `mean(sign(X_test beta) != y_test)` for
+    classification (a score of exactly 0 counts as an error). NaN when the problem has no test set.
+
+    Arguments:
+        problem: a `Problem` drawn with `n_test > 0`.
+        beta: the end-to-end predictor, shape (d,).
+
+    Returns:
+        The error as a float.
+    """
+    if problem.X_test is None:
+        return float("nan")
+    scores = problem.X_test @ np.asarray(beta, dtype=float)
+    if problem.task == "regression":
+        return float(np.mean((scores - problem.y_test) ** 2))
+    return float(np.mean(~(scores * problem.y_test > 0)))
+
+
+def teacher_error(problem: Problem, beta) -> float:
+    """`||beta - beta*||^2 / ||beta*||^2` for regression data with a teacher `beta*` (for isotropic inputs and no
+    noise, the population mean squared error relative to `||beta*||^2`); NaN otherwise.
+
+    Arguments:
+        problem: a `Problem`.
+        beta: the end-to-end predictor, shape (d,).
+
+    Returns:
+        The relative squared distance as a float.
+    """
+    if problem.task != "regression" or problem.beta_star is None or not np.any(problem.beta_star):
+        return float("nan")
+    beta_star = problem.beta_star
+    return float(np.sum((np.asarray(beta, dtype=float) - beta_star) ** 2) / np.sum(beta_star**2))
+
+
+def error_columns(problem: Problem, beta) -> dict[str, float]:
+    """The results columns `test_error` (`held_out_error`) and `teacher_error` of one run's end predictor."""
+    return {"test_error": held_out_error(problem, beta), "teacher_error": teacher_error(problem, beta)}
 
 
 def read_npz(path: str | os.PathLike, required: tuple[str, ...], optional: tuple[str, ...] = (),

@@ -61,6 +61,32 @@ def test_run_then_report(tmp_path, config, capsys):
     text = capsys.readouterr().out
     assert "max rel. error" in text and "worst runs of diag-regression" in text
     assert os.path.exists(out / "diag-regression-final.png") and os.path.exists(out / "diag-regression-path.png")
+    # A [report] table replaces the defaults: its figure is chosen from the config in the manifest (the rerun
+    # computes nothing, it only records the config).
+    reported = tmp_path / "reported.toml"
+    reported.write_text(TINY + REPORT)
+    assert main(["run", str(reported), "--out", str(out), "--no-progress"]) in (0, 1)
+    assert "computed 0 of 6 runs" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert f"wrote {out / 'tiny-alignment.png'}" in capsys.readouterr().out
+    assert os.path.getsize(out / "tiny-alignment.png") > 0
+
+
+REPORT = """
+[[report.figure]]
+name = "alignment"
+x = "log_loss"
+y = ["one_minus_cosine", "distance_to_prediction"]
+experiments = ["diag-classification"]
+"""
+
+
+def test_validate_names_a_bad_report_entry(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY + REPORT.replace('"one_minus_cosine"', '"one_minus_cosine", "margn_ratio"'))
+    assert main(["validate", str(bad)]) == 2
+    assert (f"{bad}: report.figure[0].y[1]: must be one of" in (err := capsys.readouterr().err)
+            and "(did you mean 'margin_ratio'?)" in err)
 
 
 def test_report_on_an_empty_folder_fails_clearly(tmp_path, capsys):

@@ -95,16 +95,16 @@ def _tensor(spec: "NetworkSpec", d: int, base_dir: str) -> TensorNetwork:
 
 DATA_KINDS: dict[str, DataKind] = {
     "sparse_gaussian": DataKind(
-        "regression", ("n", "d", "sparsity", "noise", "seed"), ("n", "d"),
+        "regression", ("n", "d", "sparsity", "noise", "seed", "n_test"), ("n", "d"),
         "Woodworth et al.'s sparse regression: Gaussian X (n, d), y = X beta* (+ noise), beta* with `sparsity` "
         "non-zero entries",
         lambda spec, task, base_dir: ltn_data.sparse_regression(spec.seed, spec.n, spec.d, spec.sparsity,
-                                                                spec.noise)),
+                                                                spec.noise, spec.n_test)),
     "separable": DataKind(
-        "classification", ("n", "d", "margin", "sparsity", "seed"), ("n", "d"),
+        "classification", ("n", "d", "margin", "sparsity", "seed", "n_test"), ("n", "d"),
         "linearly separable classification: labels of a sparse teacher, points pushed to a margin",
         lambda spec, task, base_dir: ltn_data.separable_classification(spec.seed, spec.n, spec.d, spec.margin,
-                                                                       spec.sparsity)),
+                                                                       spec.sparsity, spec.n_test)),
     "npz": DataKind(
         None, ("path",), ("path",), "X, y (and optionally beta_star) from an .npz file",
         lambda spec, task, base_dir: ltn_data.load_npz(resolve_path(spec.path, base_dir), task), reads_file=True),

@@ -41,6 +41,7 @@ from typing import Any, Callable
 from ..flow import DESCENT_ONLY, FLOW_ONLY as _SOLVER_ONLY, SOLVERS as FLOW_SOLVERS, STEP_SCALINGS, FlowOptions
 from ..losses import LOSSES
 from ..networks import INIT_KINDS
+from ..plots import SERIES, X_AXES, Y_QUANTITIES
 from ._build import DATA_KINDS, MAX_DEPTH, NETWORK_KINDS
 
 SECTIONS = ("data", "network", "init", "flow", "check")
@@ -100,6 +101,7 @@ class DataSpec:
     margin: float = 0.1
     path: str | None = None
     seed: int = 0
+    n_test: int = 0  # held-out test points (generators with a teacher); 0: no test set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,12 +206,14 @@ class ExperimentSpec:
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
-    """A whole config file: its experiments and the raw TOML (kept for the manifest)."""
+    """A whole config file: its experiments, the figures of its `[report]` table, and the raw TOML (kept for the
+    manifest, where `ltn report` reads the figures back)."""
 
     source: str
     name: str
     experiments: tuple[ExperimentSpec, ...]
     raw: dict
+    report: "ReportSpec" = dataclasses.field(default_factory=lambda: ReportSpec())  # the [report] table
 
 
 # --- field schemas ------------------------------------------------------------------------------------------
@@ -270,6 +274,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field("int", 0, minimum=0,
                       doc="seed of generated data: every run of a group shares one problem (the seeds vary the "
                           "initialisation only)"),
+        "n_test": Field("int", 0, minimum=0, sweep=False,
+                        doc="held-out test points drawn from the training distribution (generators with a teacher), "
+                            "independently of the training set and deterministically from `seed`; the `test_error` "
+                            "column is the end predictor's mean squared error (regression) or 0-1 error "
+                            "(classification) on them, NaN when 0"),
     },
     "network": {
         "kind": Field("str", REQUIRED, choices=tuple(NETWORK_KINDS), sweep=False,
@@ -486,7 +495,7 @@ def _parse_seeds(value, where: str, problems: _Problems) -> tuple[int, ...] | No
 
 
 def _merge(defaults: dict, table: dict) -> dict:
-    merged = copy.deepcopy({k: v for k, v in defaults.items() if k != "experiment"})
+    merged = copy.deepcopy({k: v for k, v in defaults.items() if k not in FILE_KEYS})
     for key, value in table.items():
         if key in SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
@@ -549,8 +558,8 @@ def parse_config(raw: dict, source: str = "<config>") -> SweepSpec:
             problems.add("experiment", "must be a list of tables ([[experiment]] sections)")
             problems.raise_if_any()
         for key in raw:
-            if key != "experiment" and key not in TOP_LEVEL_KEYS:
-                problems.add(key, f"unknown key{_did_you_mean(key, (*TOP_LEVEL_KEYS, 'experiment'))}")
+            if key not in FILE_KEYS and key not in TOP_LEVEL_KEYS:
+                problems.add(key, f"unknown key{_did_you_mean(key, (*TOP_LEVEL_KEYS, *FILE_KEYS))}")
         for i, table in enumerate(tables):
             spec = _parse_experiment(_merge(raw, table), f"experiment[{i}]", source, i, problems)
             if spec is not None:
@@ -562,14 +571,149 @@ def parse_config(raw: dict, source: str = "<config>") -> SweepSpec:
             if reason is not None:
                 problems.add("name", reason)
     else:
-        spec = _parse_experiment(raw, "", source, 0, problems)
+        table = {key: value for key, value in raw.items() if key not in FILE_KEYS}
+        spec = _parse_experiment(table, "", source, 0, problems)
         if spec is not None:
             experiments.append(spec)
     if experiments:
         _check_grid_size(experiments, problems)
+    report = _parse_report(raw.get("report", {}), experiments, problems)
     problems.raise_if_any()
     name = raw.get("name", experiments[0].name) if isinstance(raw.get("name"), str) else experiments[0].name
-    return SweepSpec(source=source, name=name, experiments=tuple(experiments), raw=raw)
+    return SweepSpec(source=source, name=name, experiments=tuple(experiments), raw=raw, report=report)
+
+
+# --- the [report] table ------------------------------------------------------------------------------------------
+# The figures `ltn report` draws for the config's results. Its quantities, axes and series are the registries of
+# `ltn.plots`, which draws them; this block only checks a table against them.
+
+# Keys of a file that belong to the file, not to its experiments (never merged into an experiment).
+FILE_KEYS = ("experiment", "report")
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the `[report]` table: one panel per quantity in `y`, against `x`, one series per depth or per
+    network (experiments that differ only in the initial scale and the step budget are one series: bands)."""
+
+    name: str
+    x: str
+    y: tuple[str, ...]
+    series: str = "network"
+    experiments: tuple[str, ...] = ()  # () = every experiment of the config
+    title: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSpec:
+    """The `[report]` table: its figures; none means `ltn report` draws its default figures per experiment."""
+
+    figures: tuple[FigureSpec, ...] = ()
+
+
+def _choices_doc(registry: dict) -> str:
+    return "; ".join(f"`{name}`: {entry if isinstance(entry, str) else entry.doc}" for name, entry in registry.items())
+
+
+REPORT_FIGURE: dict[str, Field] = {
+    "name": Field("str", REQUIRED, sweep=False,
+                  doc="the figure's name, unique in the table: `ltn report` writes it as <config name>-<name>.png "
+                      "in the results folder"),
+    "x": Field("str", REQUIRED, choices=tuple(X_AXES), sweep=False, doc="the x-axis: " + _choices_doc(X_AXES)),
+    "y": Field("str_or_list", REQUIRED, choices=tuple(Y_QUANTITIES), sweep=False,
+               doc="the quantity, or a list of them (one panel each); a panel draws each run's path when the "
+                   "quantity is recorded along it and x is `log_loss` or `time`, else each run's end value: "
+                   + _choices_doc(Y_QUANTITIES)),
+    "series": Field("str", "network", choices=tuple(SERIES), sweep=False,
+                    doc="what one series (colour) is: " + _choices_doc(SERIES) + "; runs whose configs differ only "
+                        "in the experiment name, the seed, the step budget (flow.max_steps, flow.t_max) and what "
+                        "the x-axis varies are one series, so an experiment split into step-budget bands is joined"),
+    "experiments": Field("str_list", None, sweep=False,
+                         doc="the experiments the figure draws (default: every experiment of the config)"),
+    "title": Field("str", None, sweep=False, doc="the figure's title (default: its name)"),
+}
+
+
+def _parse_report(table, experiments: list[ExperimentSpec], problems: _Problems) -> ReportSpec:
+    """The `[report]` table checked against the `ltn.plots` registries and the config's experiments, each problem
+    naming its figure and key (`report.figure[1].y[0]: ...`)."""
+    if not isinstance(table, dict):
+        problems.add("report", f"must be a table ([report], with [[report.figure]] tables), got {table!r}")
+        return ReportSpec()
+    for key in table:
+        if key != "figure":
+            problems.add(f"report.{key}", f"unknown key{_did_you_mean(key, ('figure',))}")
+    entries = table.get("figure", [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        problems.add("report.figure", "must be a list of tables ([[report.figure]] sections)")
+        return ReportSpec()
+    by_name = {experiment.name: experiment for experiment in experiments}
+    figures = []
+    for i, entry in enumerate(entries):
+        figure = _parse_figure(entry, f"report.figure[{i}]", by_name, problems)
+        if figure is not None:
+            figures.append(figure)
+    names = [figure.name for figure in figures]
+    for name in dict.fromkeys(n for n in names if names.count(n) > 1):
+        problems.add("report.figure", f"two figures are named {name!r}; names must be unique")
+    return ReportSpec(tuple(figures))
+
+
+def _parse_figure(entry: dict, where: str, experiments: dict[str, ExperimentSpec], problems: _Problems
+                  ) -> FigureSpec | None:
+    before = len(problems.items)
+    for key in entry:
+        if key not in REPORT_FIGURE:
+            problems.add(f"{where}.{key}", f"unknown key{_did_you_mean(key, REPORT_FIGURE)}")
+    for key, field in REPORT_FIGURE.items():
+        if field.default is REQUIRED and key not in entry:
+            problems.add(f"{where}.{key}", "is required")
+    values = {}
+    for key in ("name", "x", "series", "title"):
+        if key in entry:
+            values[key] = _check_scalar(entry[key], dataclasses.replace(REPORT_FIGURE[key], kind="str"),
+                                        f"{where}.{key}", problems)
+    if values.get("name") is not None and name_problem(values["name"]) is not None:
+        problems.add(f"{where}.name", name_problem(values["name"]))
+    for key in ("y", "experiments"):
+        if key in entry:
+            items = entry[key] if isinstance(entry[key], list) else [entry[key]]
+            if not items or (key == "experiments" and not isinstance(entry[key], list)):
+                problems.add(f"{where}.{key}", f"must be a non-empty list of names, got {entry[key]!r}")
+                continue
+            field = dataclasses.replace(REPORT_FIGURE[key], kind="str")
+            values[key] = tuple(_check_scalar(item, field, f"{where}.{key}[{j}]", problems)
+                                for j, item in enumerate(items))
+    chosen = list(experiments.values())
+    for j, name in enumerate(values.get("experiments") or ()):
+        if name is not None and name not in experiments:
+            problems.add(f"{where}.experiments[{j}]", f"no experiment is named {name!r}"
+                         + _did_you_mean(name, experiments).replace(" (known", " (experiments"))
+    if values.get("experiments") and all(name in experiments for name in values["experiments"]):
+        chosen = [experiments[name] for name in values["experiments"]]
+    if len(problems.items) > before:
+        return None
+    series = values.get("series", REPORT_FIGURE["series"].default)
+    if series == values["x"]:
+        problems.add(f"{where}.series", f"{series!r} is the x-axis already; choose another series")
+    tasks = {experiment.base["task"] for experiment in chosen}
+    axis = X_AXES[values["x"]]
+    for task in sorted(tasks - set(axis.tasks)):
+        problems.add(f"{where}.x", f"{values['x']!r} applies to {' and '.join(axis.tasks)} only, and the figure "
+                     f"draws {task} experiments")
+    for j, quantity in enumerate(values["y"]):
+        for task in sorted(tasks - set(Y_QUANTITIES[quantity].tasks)):
+            problems.add(f"{where}.y[{j}]", f"{quantity!r} applies to {' and '.join(Y_QUANTITIES[quantity].tasks)} "
+                         f"only, and the figure draws {task} experiments")
+        if quantity == "test_error":
+            for experiment in chosen:
+                if not experiment.base["data"].get("n_test", 0):
+                    problems.add(f"{where}.y[{j}]", f"'test_error' is the error on a held-out test set, and "
+                                 f"experiment {experiment.name!r} draws none (set data.n_test)")
+    if len(problems.items) > before:
+        return None
+    return FigureSpec(name=values["name"], x=values["x"], y=values["y"], series=series,
+                      experiments=values.get("experiments", ()), title=values.get("title") or "")
 
 
 def duplicate_names(names: list[str]) -> list[str]:

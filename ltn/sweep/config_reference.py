@@ -11,12 +11,13 @@ import os
 import sys
 
 from ._build import DATA_KINDS, MAX_DEPTH, NETWORK_KINDS
-from ._config import (INIT_KEYS, MAX_CHECKPOINTS, MAX_RUNS, REQUIRED, SCHEMA, SEED_LIMIT, SECTIONS, TOP_LEVEL,
-                      Field)
+from ._config import (INIT_KEYS, MAX_CHECKPOINTS, MAX_RUNS, REPORT_FIGURE, REQUIRED, SCHEMA, SEED_LIMIT, SECTIONS,
+                      TOP_LEVEL, Field)
 
 COMMAND = "python -m ltn.sweep.config_reference"
 _TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "int_list": "list of integers",
-          "int_or_list": "integer or list of integers"}
+          "int_or_list": "integer or list of integers", "str_or_list": "string or list of strings",
+          "str_list": "list of strings"}
 
 
 def _default(field: Field) -> str:
@@ -104,6 +105,11 @@ def config_reference() -> str:
         if section in uses:
             lines += ["", f"Keys each `{section}.kind` uses (setting another is an error):", "",
                       *_uses(uses[section], section)]
+    lines += ["", "## `[report]`", "",
+              "The figures `ltn report` draws (the file's, not an experiment's: one `[[report.figure]]` table per",
+              "figure, after the experiments). Without it, `ltn report` draws the distance to the prediction along",
+              "the path and against the initial scale for each experiment.", "",
+              *_table(REPORT_FIGURE, "report.figure[].")]
     return "\n".join(lines) + "\n"
 
 

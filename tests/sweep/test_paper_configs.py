@@ -48,7 +48,7 @@ def test_real_dft_of_length_two_is_a_real_odeco_network():
 
 def test_same_start_params_give_beta_zero():
     import ltn
-    from ltn.plots import same_start_params
+    from ltn.sweep.paper import same_start_params
 
     for net in (ltn.Diagonal(2, 2), ltn.Convolutional(2, 2), ltn.FullyConnected(2, (2,)), ltn.Convolutional(4, 2, 2)):
         params = same_start_params(net, 0.5)

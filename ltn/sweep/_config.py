@@ -42,6 +42,7 @@ from ..flow import DESCENT_ONLY, FLOW_ONLY as _SOLVER_ONLY, SOLVERS as FLOW_SOLV
 from ..losses import LOSSES
 from ..networks import INIT_KINDS
 from ..plots import SERIES, X_AXES, Y_QUANTITIES
+from ..theory import MAX_MARGIN_NORMS
 from ._build import DATA_KINDS, MAX_DEPTH, NETWORK_KINDS
 
 SECTIONS = ("data", "network", "init", "flow", "check")
@@ -157,17 +158,26 @@ class SolverSpec:
         return {name: getattr(self, name) for name in names}
 
 
+# `check.against`: the theory, or a named alternative (which ones apply to which task: ltn/sweep/_theory.py).
+CHECK_AGAINST = ("theory", *MAX_MARGIN_NORMS, "lazy", "min_norm")
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckSpec:
-    """Tolerances of the theory check: regression `||beta - beta_pred|| / ||beta_pred|| <= tolerance`;
-    classification `cosine(beta, beta_pred) >= cosine` and, when `certificate` is set, certificate residual
-    (KKT or singular-vector) `<= certificate`. Without `certificate` the residual is reported, not judged:
-    at a finite flow time it is dominated by coordinates still decaying on the slow (logarithmic) approach."""
+    """The theory check: what a run is judged against and with which tolerances. Regression
+    `||beta - beta_pred|| / ||beta_pred|| <= tolerance`; classification `cosine(beta, beta_pred) >= cosine`,
+    when `margin` is set `|margin_ratio - 1| <= margin`, and when `certificate` is set the certificate (KKT
+    residual on the detected support, or the distance to the Theorem-1 KKT point) `<= certificate`. Unset
+    tolerances are reported, not judged: at a finite flow time they are dominated by coordinates still decaying
+    on the slow (polynomial in -log L) approach. `against`: "theory" (the theory's prediction for the network)
+    or a named alternative, to test a competing hypothesis (or a negative control) on the same flows."""
 
     enabled: bool = True
     tolerance: float = 1e-6
     cosine: float = 0.999
     certificate: float | None = None
+    margin: float | None = None
+    against: str = "theory"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,8 +359,17 @@ SCHEMA: dict[str, dict[str, Field]] = {
                         why="a cosine threshold must lie in (0, 1]",
                         doc="classification: passes when cosine(beta, beta_pred) >= cosine"),
         "certificate": Field("float", None, positive=True,
-                             doc="classification: also require the KKT or singular-vector residual <= certificate "
-                                 "(default: reported, not judged)"),
+                             doc="classification: also require the certificate (KKT residual on the detected "
+                                 "support for odeco nets, else the distance to the Theorem-1 KKT point) <= "
+                                 "certificate (default: reported, not judged)"),
+        "margin": Field("float", None, positive=True,
+                        doc="classification: also require |margin_ratio - 1| <= margin, the normalised margin "
+                            "relative to the predicted optimum (default: reported, not judged)"),
+        "against": Field("str", CheckSpec.against, choices=CHECK_AGAINST,
+                         doc="what runs are judged against: `theory` (the prediction for the network), or an "
+                             "alternative: classification `l1`, `l2`, `l2/L` (max margin in the network's "
+                             "coordinates), regression `lazy`, `min_norm` (negative controls, competing "
+                             "hypotheses)"),
     },
 }
 # Which init keys each init kind uses (a key set for another kind is a mistake worth reporting).

@@ -50,6 +50,8 @@ OUTCOME_COLUMNS = (
     "wall_time", "group_wall_time", "group_size", "prediction", "check_kind", "prediction_exact", "cosine",
     "relative_error", "certificate", "certificate_name", "passed", "verdict", "reason",
     "check_error",
+    # classification certificates (ltn/sweep/_theory.py, docs/theory.md §12)
+    "margin_ratio", "kkt_distance", "alignment", "fit_residual",
     # regression: distances to the alpha -> 0 / alpha -> inf limits and the test error (ltn/sweep/_theory.py)
     "limit_small", "distance_limit_small", "limit_large", "distance_limit_large", "test_error",
 )

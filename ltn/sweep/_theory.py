@@ -1,18 +1,20 @@
-"""The theory check of one finished run: prediction, distance to it, certificate residual, verdict.
+"""The theory check of one finished run: prediction (the theory's, or a named alternative: `check.against`),
+distance to it, margin ratio, certificates, verdict.
 
-Talks to `ltn.theory` through a narrow adapter (`predict`, `kkt_residual`, `singular_vector_residual`): the
-sweep only needs a predicted `beta`, its name, whether it is exact, and a residual. Anything the theory raises
-for one run is recorded in that run's row (`check_error`), never allowed to end the sweep.
+Anything the theory raises for one run is recorded in that run's row (`check_error`), never allowed to end the
+sweep.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import numpy as np
+import scipy.optimize
 
-from ..networks import Network
+from ..networks import FullyConnected, Network, Odeco
+from ..theory import (MAX_MARGIN_NORMS, Prediction, kkt_distance, kkt_residual, max_margin, min_norm_interpolant,
+                      predict, predict_batch, prediction_margin_ratio, singular_vector_residual)
 from ._config import RunSpec
 
 # check_kind values: what the verdict rests on.
@@ -29,12 +31,8 @@ DISABLED = "disabled"
 PASSED, FAILED, NOT_JUDGED = VERDICTS = ("passed", "failed", "not judged")
 
 
-def _theory():
-    try:
-        from .. import theory
-    except ImportError:
-        return None
-    return theory if hasattr(theory, "predict") else None
+# `check.against` per task: the theory, or the named alternatives that apply (the config lists their union).
+AGAINST = {"classification": ("theory", *MAX_MARGIN_NORMS), "regression": ("theory", "lazy", "min_norm")}
 
 
 def _complex_odeco(net: Network) -> bool:
@@ -54,13 +52,14 @@ def real_odeco(net: Network) -> Network | None:
     if any(np.max(np.abs(np.imag(np.asarray(a)))) > 1e-12 * max(np.max(np.abs(np.asarray(a))), 1.0)
            for a in (S, *Us)):
         return None
-    from ..networks import Odeco
-
     return Odeco(np.real(np.asarray(S)), tuple(np.real(np.asarray(U)) for U in Us))
 
 
 def check_supported(net: Network, run: RunSpec) -> str | None:
     """Why the theory check cannot take this run (None when it can): decided before any compute."""
+    if run.check.against not in AGAINST[run.task]:
+        return (f"check.against = {run.check.against!r} does not apply to {run.task}; choose one of "
+                f"{AGAINST[run.task]}")
     if run.task == "regression" and _complex_odeco(net) and run.init.kind == "theorem" and real_odeco(net) is None:
         return ("the regression prediction for the theorem initialisation (docs/theory.md §7) needs a real odeco "
                 f"decomposition, and {net!r} is odeco over C only (full-length convolution or a DFT basis); "
@@ -82,6 +81,7 @@ class CheckOutcome:
     check_error: str = ""
     predicted_beta: np.ndarray | None = None
     limits: dict = dataclasses.field(default_factory=dict)  # regression: the alpha -> 0 / inf limit columns
+    certificates: "Certificates" = dataclasses.field(default_factory=lambda: Certificates())
 
     @property
     def passed(self) -> bool:
@@ -92,7 +92,31 @@ class CheckOutcome:
                 "cosine": self.cosine, "relative_error": self.relative_error, "certificate": self.certificate,
                 "certificate_name": self.certificate_name, "passed": self.passed, "verdict": self.verdict,
                 "reason": self.reason,
-                "check_error": self.check_error, **{c: self.limits.get(c, LIMIT_DEFAULTS[c]) for c in LIMIT_COLUMNS}}
+                "check_error": self.check_error, **self.certificates.columns(),
+                **{c: self.limits.get(c, LIMIT_DEFAULTS[c]) for c in LIMIT_COLUMNS}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificates:
+    """The classification certificates of one end point (docs/theory.md §12); NaN where one does not apply.
+
+    `value` / `name`: the certificate the check judges ("kkt": the KKT residual of the l_{2/L} problem on the
+    detected support, with the dual violation off it for L = 2, odeco nets; "kkt_distance" otherwise).
+    `kkt_distance`: distance of beta's direction to the Theorem-1 KKT point Newton finds from the point.
+    `alignment`: 1 - cos(theta, -grad log L). `fit_residual`: the singular-vector fit residual (a diagnostic,
+    not a distance). `margin_ratio`: the normalised margin relative to the predicted optimum (-> 1).
+    """
+
+    value: float = float("nan")
+    name: str = ""
+    kkt_distance: float = float("nan")
+    alignment: float = float("nan")
+    fit_residual: float = float("nan")
+    margin_ratio: float = float("nan")
+
+    def columns(self) -> dict:
+        return {"margin_ratio": self.margin_ratio, "kkt_distance": self.kkt_distance, "alignment": self.alignment,
+                "fit_residual": self.fit_residual}
 
 
 # Regression only (docs/theory.md §7-8): where the end point sits between the two limits in the initial scale.
@@ -106,8 +130,6 @@ LIMIT_DEFAULTS = {"limit_small": "", "distance_limit_small": float("nan"), "limi
 
 def l1_interpolant(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """argmin ||rho||_1 s.t. Z rho = y, an LP in (rho+, rho-) solved by HiGHS."""
-    import scipy.optimize
-
     m = Z.shape[1]
     result = scipy.optimize.linprog(np.ones(2 * m), A_eq=np.hstack([Z, -Z]), b_eq=y, bounds=[(0, None)] * (2 * m),
                                     method="highs")
@@ -132,7 +154,6 @@ def group_scale_limits(net: Network, run: RunSpec, params0, X, y) -> list[dict |
     and l2 (alpha -> inf) interpolants of rho in z = S x, mapped to beta = S^T rho (docs/theory.md §7), the same
     for every run. Fully connected: the minimum-l2 interpolant (alpha -> 0) and the linearised flow at this init
     (alpha -> inf, §8). Other networks: the linearised flow only."""
-    theory = _theory()
     size = len(np.asarray(params0[0]))
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
     odeco = real_odeco(net) or (net if net.odeco is not None and not _complex_odeco(net) else None)
@@ -142,16 +163,12 @@ def group_scale_limits(net: Network, run: RunSpec, params0, X, y) -> list[dict |
         suffix = "" if S.shape[0] == S.shape[1] and np.array_equal(S, np.eye(S.shape[0])) else " of S x"
         return [{"small": (f"min l1{suffix} (alpha->0)", S.T @ l1_interpolant(Z, y)),
                  "large": (f"min l2{suffix} (alpha->inf)", S.T @ np.linalg.lstsq(Z, y, rcond=None)[0])}] * size
-    from ..networks import FullyConnected
-
-    if theory is None:
-        return [{} for _ in range(size)]
     shared: dict[str, tuple[str, np.ndarray]] = {}
     if isinstance(net, FullyConnected) and net.depth > 1:
-        shared["small"] = ("min l2 (alpha->0)", np.asarray(theory.min_norm_interpolant(X, y)))
+        shared["small"] = ("min l2 (alpha->0)", np.asarray(min_norm_interpolant(X, y)))
     if net.depth == 1:
         return [dict(shared) for _ in range(size)]
-    lazy = theory.predict_batch(net, X, y, "squared", inits=tuple(params0), regime="lazy")
+    lazy = predict_batch(net, X, y, "squared", inits=tuple(params0), regime="lazy")
     return [p if isinstance(p, Exception) else {**shared, "large": ("lazy (alpha->inf)", np.asarray(p.beta))}
             for p in lazy]
 
@@ -175,61 +192,67 @@ def limit_columns(net: Network, run: RunSpec, params0, beta, X, y, limits=None) 
     return columns
 
 
-def _call(function, *args, **kwargs):
-    """Call with only the keyword arguments the function accepts (the theory API may still be settling)."""
-    parameters = inspect.signature(function).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
-    return function(*args, **kwargs)
+def certificates(net: Network, run: RunSpec, params, X, y, prediction: Prediction | None,
+                 path: np.ndarray | None = None) -> Certificates:
+    """The certificates of a classification end point `params` (see `Certificates`). `prediction`: the margin
+    ratio's reference (None: no ratio). `path`: earlier betas of the flow, shape (K, d), oldest first, for the
+    support detection of the KKT residual (odeco nets with a square S)."""
+    distance = kkt_distance(net, params, X, y, run.loss)
+    value, name = distance.distance, "kkt_distance"
+    if net.odeco is not None:
+        S = net.odeco[0]
+        square = S.shape[0] == S.shape[1]
+        kkt = kkt_residual(net, X, y, params, path=path if square else None)
+        value, name = max(kkt.residual, kkt.dual_violation or 0.0), "kkt"
+    ratio = float("nan")
+    if prediction is not None and prediction.beta is not None:
+        ratio = prediction_margin_ratio(net, X, y, params, prediction)
+    return Certificates(value, name, distance.distance, distance.alignment,
+                        singular_vector_residual(net, params, X, y).residual, ratio)
 
 
-def _scalar(value) -> float:
-    """A residual as a float: theory may return a number or a small record with a `residual` field."""
-    for name in ("residual", "value", "total"):
-        if hasattr(value, name):
-            value = getattr(value, name)
-            break
-    if isinstance(value, dict):
-        value = value.get("residual", value.get("total", next(iter(value.values()))))
-    return float(np.asarray(value))
-
-
-def certificate_residual(net: Network, run: RunSpec, params, X, y) -> tuple[float, str]:
-    """KKT residual (odeco nets, classification) or singular-vector residual (any net, classification)."""
-    theory = _theory()
-    if run.task != "classification" or theory is None:
-        return float("nan"), ""
-    if net.odeco is not None and hasattr(theory, "kkt_residual"):
-        return _scalar(theory.kkt_residual(net, X, y, params)), "kkt"
-    if hasattr(theory, "singular_vector_residual"):
-        return _scalar(theory.singular_vector_residual(net, params, X, y)), "singular_vector"
-    return float("nan"), ""
-
-
-def check_group(net: Network, runs: list[RunSpec], params0, params, betas, statuses, X, y) -> list[CheckOutcome]:
+def check_group(net: Network, runs: list[RunSpec], params0, params, betas, statuses, X, y, paths=None
+                ) -> list[CheckOutcome]:
     """`check_run` for every run of a solved group (params with a leading batch axis). The run-dependent theory
-    (regression: exact and lazy limits; odeco classification with L > 2: the local KKT search) is asked for the
-    whole group at once, so regression predictions take one compiled call per group instead of one per run."""
-    first, theory = runs[0], _theory()
+    (regression: exact and lazy limits) is asked for the whole group at once, so regression predictions take one
+    compiled call per group instead of one per run. `paths`: each run's late betas (K, d), or None."""
     member = lambda tree, i: tuple(np.asarray(leaf)[i] for leaf in tree)  # noqa: E731
     precomputed = [None] * len(runs)
-    if any(run.check.enabled for run in runs) and theory is not None and hasattr(theory, "predict_batch"):
-        precomputed = list(zip(*_group_theory(theory, net, first, params0, params, X, y)))
+    if any(run.check.enabled for run in runs):
+        precomputed = list(zip(*_group_theory(net, runs[0], params0, X, y)))
     return [check_run(net, run, member(params0, i), member(params, i), betas[i], statuses[i], X, y,
-                      precomputed=precomputed[i]) for i, run in enumerate(runs)]
+                      precomputed=precomputed[i], path=None if paths is None else paths[i])
+            for i, run in enumerate(runs)]
 
 
-def _group_theory(theory, net: Network, run: RunSpec, params0, params, X, y):
+def _prediction(net: Network, run: RunSpec, X, y, params0) -> Prediction:
+    """The prediction a run is judged against: the theory's (`check.against = "theory"`) or the named
+    alternative."""
+    against = run.check.against
+    if against == "theory":
+        return predict(net, X, y, loss=run.loss, init=params0)
+    if against in MAX_MARGIN_NORMS:
+        return max_margin(net, X, y, against)
+    if against == "lazy":
+        return predict(net, X, y, loss=run.loss, init=params0, regime="lazy")
+    beta = np.asarray(min_norm_interpolant(X, y))
+    return Prediction(beta, "min l2 norm (against min_norm)", False, {})
+
+
+def _group_theory(net: Network, run: RunSpec, params0, X, y):
     """(predictions, scale limits) of every run of a group: each a list with an entry (or exception) per run."""
     size = len(np.asarray(params0[0]))
-    if run.task == "classification":
-        local = net.odeco is not None and net.depth > 2
-        predictions = _guard(lambda: _call(theory.predict_batch, net, X, y, loss=run.loss, inits=tuple(params),
-                                           starts=tuple(params) if local else None), size)
-        return predictions, [None] * size
+    if run.task == "classification":  # the limit does not depend on the run
+        return [_guard(lambda: [_prediction(net, run, X, y, None)], 1)[0]] * size, [None] * size
     limits = _guard(lambda: group_scale_limits(net, run, params0, X, y), size)
-    predictions = _guard(lambda: _call(theory.predict_batch, real_odeco(net) or net, X, y, loss=run.loss,
-                                       inits=tuple(params0)), size)
+    if run.check.against == "theory":
+        predictions = _guard(lambda: predict_batch(real_odeco(net) or net, X, y, loss=run.loss,
+                                                   inits=tuple(params0)), size)
+    elif run.check.against == "lazy":
+        predictions = _guard(lambda: predict_batch(net, X, y, loss=run.loss, inits=tuple(params0), regime="lazy"),
+                             size)
+    else:
+        predictions = _guard(lambda: [_prediction(net, run, X, y, None)], 1) * size
     return predictions, limits
 
 
@@ -241,21 +264,17 @@ def _guard(compute, size: int) -> list:
         return [error] * size
 
 
-def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X, y, precomputed=None
+def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X, y, precomputed=None, path=None
               ) -> CheckOutcome:
-    """Compare one run's final `beta` with the theory's prediction and decide pass/fail with the config's
-    tolerances. A run that did not converge fails, whatever its distance to the prediction. `precomputed`:
-    `(prediction, scale limits)` of this run from `check_group` (each possibly an exception)."""
-    converged = status == "converged"
+    """Compare one run's final `beta` with the prediction it is judged against (`run.check.against`) and decide
+    its verdict with the config's tolerances. A run that did not converge fails, whatever its distance to the
+    prediction. `precomputed`: `(prediction, scale limits)` of this run from `check_group` (each possibly an
+    exception). `path`: the run's late betas, shape (K, d), for the certificates' support detection."""
     if not run.check.enabled:
         return CheckOutcome(check_kind=DISABLED, verdict=NOT_JUDGED, reason="check disabled")
-    theory = _theory()
-    if theory is None:
-        return CheckOutcome(reason="ltn.theory is not available", check_error="ltn.theory is not available")
     beta = np.asarray(beta)
     classification = run.task == "classification"
-    # Odeco classification with L > 2: the theory finds a KKT point near `start` (the flow's end point).
-    local = classification and net.odeco is not None and net.depth > 2
+    against = run.check.against
     prediction, scale = precomputed if precomputed is not None else (None, None)
     limits: dict = {}
     if not classification:
@@ -263,35 +282,35 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
             limits = limit_columns(net, run, params0, beta, X, y, limits=scale)
         except Exception as error:  # noqa: BLE001 - a measurement, never the verdict
             limits = {"limit_small": f"error: {type(error).__name__}: {error}"}
-        net = real_odeco(net) or net  # a complex-stored but real decomposition gets the exact prediction
+        if against == "theory":
+            net = real_odeco(net) or net  # a complex-stored but real decomposition gets the exact prediction
     try:
         if isinstance(prediction, Exception):
             raise prediction
-        if prediction is None and classification:
-            prediction = _call(theory.predict, net, X, y, loss=run.loss, start=params if local else None)
-        elif prediction is None:
-            prediction = _call(theory.predict, net, X, y, loss=run.loss, init=params0)
+        if prediction is None:
+            prediction = _prediction(net, run, X, y, params0)
     except Exception as error:  # noqa: BLE001 - recorded in the row; the sweep goes on
         return CheckOutcome(reason="no prediction", check_error=f"{type(error).__name__}: {error}", limits=limits)
-    name, exact = str(prediction.name), bool(getattr(prediction, "exact", False))
+    name, exact = str(prediction.name), bool(prediction.exact)
+    measured, certificate_error = Certificates(), ""
+    if classification:
+        try:
+            measured = certificates(net, run, params, X, y, prediction, path)
+        except Exception as error:  # noqa: BLE001
+            certificate_error = f"certificate: {type(error).__name__}: {error}"
     if prediction.beta is None:  # no closed prediction (e.g. partial convolutions): the certificate decides
-        return _certificate_only(net, run, params, X, y, status, name)
+        return _certificate_only(run, status, name, measured, certificate_error)
     predicted = np.real(np.asarray(prediction.beta, dtype=complex)).astype(float)
     beta_norm, predicted_norm = np.linalg.norm(beta), np.linalg.norm(predicted)
     cosine = float(beta @ predicted / (beta_norm * predicted_norm)) if beta_norm > 0 and predicted_norm > 0 \
         else float("nan")
-    try:
-        certificate, certificate_name = certificate_residual(net, run, params, X, y)
-        certificate_error = ""
-    except Exception as error:  # noqa: BLE001
-        certificate, certificate_name = float("nan"), ""
-        certificate_error = f"certificate: {type(error).__name__}: {error}"
-    reasons = [] if converged else [f"status {status}"]
+    reasons = [] if status == "converged" else [f"status {status}"]
     judged = True
+    hypothesis = against != "theory"
     if run.task == "regression":
         relative_error = float(np.linalg.norm(beta - predicted) / max(predicted_norm, 1e-300))
-        if exact:
-            kind = EXACT
+        if exact or hypothesis:
+            kind = EXACT if exact else f"against {against}"
             if not relative_error <= run.check.tolerance:
                 reasons.append(f"relative error {relative_error:.2e} > tolerance {run.check.tolerance:.0e}")
         else:
@@ -300,39 +319,42 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
             kind, judged = LIMIT, False
             reasons.append(f"no exact theory at a finite scale: {name} is a limit in the initial scale")
     else:
-        kind = DIRECTION
+        kind = DIRECTION if not hypothesis else f"against {against}"
         direction = predicted / predicted_norm if predicted_norm > 0 else predicted
         relative_error = float(np.linalg.norm(beta / max(beta_norm, 1e-300) - direction))
         if not cosine >= run.check.cosine:
             reasons.append(f"cosine {cosine:.6f} < {run.check.cosine}")
-        if run.check.certificate is not None:
-            if not certificate_name:
+        if run.check.margin is not None and not abs(measured.margin_ratio - 1) <= run.check.margin:
+            reasons.append(f"margin ratio {measured.margin_ratio:.6f} not within {run.check.margin:.0e} of 1")
+        # The certificates belong to the theory: an alternative is judged on direction and margin only.
+        if run.check.certificate is not None and not hypothesis:
+            if not measured.name:
                 reasons.append("no certificate")
-            elif not certificate <= run.check.certificate:
-                reasons.append(f"{certificate_name} residual {certificate:.2e} > {run.check.certificate:.0e}")
-    return CheckOutcome(prediction=name, check_kind=kind + ("" if exact or kind == LIMIT else " (stationary point)"),
-                        exact=exact, cosine=cosine,
-                        relative_error=relative_error, certificate=certificate, certificate_name=certificate_name,
+            elif not measured.value <= run.check.certificate:
+                reasons.append(f"{measured.name} {measured.value:.2e} > {run.check.certificate:.0e}")
+    if kind == DIRECTION and not exact:
+        # Against a global optimum, margin_ratio < 1 says the flow's point is another (worse) KKT point.
+        kind += " (global optimum)" if prediction.diagnostics["global"] else " (stationary point)"
+    return CheckOutcome(prediction=name, check_kind=kind, exact=exact, cosine=cosine,
+                        relative_error=relative_error, certificate=measured.value, certificate_name=measured.name,
                         verdict=_verdict(judged, reasons), reason="; ".join(reasons), check_error=certificate_error,
-                        predicted_beta=predicted, limits=limits)
+                        predicted_beta=predicted, limits=limits, certificates=measured)
 
 
-def _certificate_only(net, run, params, X, y, status, name) -> CheckOutcome:
+def _certificate_only(run: RunSpec, status: str, name: str, measured: Certificates, certificate_error: str
+                      ) -> CheckOutcome:
     reasons = [] if status == "converged" else [f"status {status}"]
-    try:
-        certificate, certificate_name = certificate_residual(net, run, params, X, y)
-    except Exception as error:  # noqa: BLE001
+    if certificate_error:
         return CheckOutcome(prediction=name, check_kind=CERTIFICATE, reason="no certificate",
-                            check_error=f"certificate: {type(error).__name__}: {error}")
+                            check_error=certificate_error)
+    outcome = CheckOutcome(prediction=name, check_kind=CERTIFICATE, exact=False, certificate=measured.value,
+                           certificate_name=measured.name, certificates=measured)
     if run.check.certificate is None:
-        return CheckOutcome(prediction=name, check_kind=CERTIFICATE, exact=False, certificate=certificate,
-                            certificate_name=certificate_name, verdict=NOT_JUDGED,
-                            reason="no closed prediction: set check.certificate to judge the certificate")
-    if not certificate <= run.check.certificate:
-        reasons.append(f"{certificate_name} residual {certificate:.2e} > {run.check.certificate:.0e}")
-    return CheckOutcome(prediction=name, check_kind=CERTIFICATE, exact=False, certificate=certificate,
-                        certificate_name=certificate_name, verdict=_verdict(True, reasons),
-                        reason="; ".join(reasons))
+        return dataclasses.replace(outcome, verdict=NOT_JUDGED,
+                                   reason="no closed prediction: set check.certificate to judge the certificate")
+    if not measured.value <= run.check.certificate:
+        reasons.append(f"{measured.name} {measured.value:.2e} > {run.check.certificate:.0e}")
+    return dataclasses.replace(outcome, verdict=_verdict(True, reasons), reason="; ".join(reasons))
 
 
 def _verdict(judged: bool, reasons: list[str]) -> str:

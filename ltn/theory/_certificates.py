@@ -1,9 +1,17 @@
-"""Certificates for classification end points: KKT residual (odeco, docs/theory.md §6) and the singular-vector residual
-of Theorem 1 (any linear tensor network, docs/theory.md §5).
+"""Certificates for classification end points (docs/theory.md §5-6, §12).
 
-Both are relative and scale-free (invariant to rescaling the point and the data), so they can be reported along
-a flow whose norm grows without bound. The multipliers nu >= 0 are fitted by non-negative least squares on the
-active set (SciPy's NNLS): a small residual says that some admissible nu satisfies the optimality condition.
+- `kkt_residual` (odeco networks): the KKT residual of the l_{2/L} max-margin problem in transformed space, on a
+  *detected* support (`detect_support`: a gap in the sorted magnitudes, or coordinates whose relative size falls
+  along the path), with dual feasibility off the support for L = 2.
+- `kkt_distance` (Theorem 1, any network): the distance from the flow's unit point to the KKT point of the
+  parameter-space max-margin problem that Newton's method finds on the detected active set, next to the
+  alignment `1 - cos(Theta, -grad log L)`.
+- `margin_ratio`: the normalised margin of a point divided by that of a predicted optimum (-> 1).
+- `singular_vector_residual`: the least-squares fit residual of Theorem 1's condition; a diagnostic only (a
+  small fit residual is not a small distance to a KKT point).
+
+All are scale-free (invariant to rescaling the point and the data), so they can be reported along a flow whose
+norm grows without bound. Multipliers nu >= 0 are fitted by non-negative least squares (SciPy's NNLS).
 """
 
 from __future__ import annotations
@@ -15,16 +23,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
+from ..losses import log_risk
 from ..networks import Network
 from ._common import check_data, check_network, odeco_or_raise, rho_from_point, transformed_inputs
 
-# Default tolerances. A point is active when its margin is within ACTIVE_TOL (relative) of the smallest; a
-# coordinate is in the support when |rho_j| >= SUPPORT_TOL * max |rho|. Flow end points approach the limit
-# slowly, so these are looser than a solver optimum needs; a larger active set only lowers the residual.
+# A point is active when its margin is within ACTIVE_TOL (relative) of the smallest. Flow end points approach
+# their limit slowly, so this is looser than a solver optimum needs.
 ACTIVE_TOL = 1e-3
-SUPPORT_TOL = 1e-5
+# Support detection: the support ends at the largest ratio between consecutive sorted magnitudes when that ratio
+# is at least SUPPORT_GAP; along a path, a coordinate whose size relative to the largest fell by SUPPORT_FALL or
+# more is off the support (off-support coordinates decay like a power of -log L, support coordinates settle).
+SUPPORT_GAP = 10.0
+SUPPORT_FALL = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +71,57 @@ def _infeasible(min_margin: float, n: int) -> Certificate:
                        note="the point does not separate the data (min margin <= 0): no KKT certificate")
 
 
+def _infeasible(min_margin: float, n: int) -> Certificate:
+    return Certificate(np.inf, np.zeros(n), np.array([], int), float(min_margin),
+                       note="the point does not separate the data (min margin <= 0): no KKT certificate")
+
+
+def detect_support(rho: np.ndarray, path: np.ndarray | None = None, *, gap: float = SUPPORT_GAP,
+                   fall: float = SUPPORT_FALL) -> np.ndarray:
+    """The indices of the coordinates of `rho` that a limit keeps (its support), detected from the point itself.
+
+    A thresholded support (|rho_j| >= c max|rho|) keeps the off-support coordinates that decay slowly along a
+    flow, and for L > 2 their stationarity targets `p |rho_j|^(p-1)` blow up. Instead: sort the magnitudes; the
+    support ends at the largest ratio between consecutive non-zero ones when that ratio is at least `gap` (exact
+    zeros are always off); without such a gap every non-zero coordinate is kept. With `path` (earlier points of
+    the same flow, shape (K, m), oldest first), a coordinate whose size relative to the largest fell by `fall`
+    or more from `path[0]` to `rho` is also off the support.
+
+    Arguments:
+        rho: the point's coordinates (real or complex), shape (m,).
+        path: earlier coordinates along the same flow, shape (K, m), or None.
+    Returns:
+        The support's indices, sorted.
+    """
+    magnitude = np.abs(np.asarray(rho))
+    if not magnitude.max() > 0:
+        raise ValueError("rho: the support of a zero point is undefined")
+    nonzero = np.flatnonzero(magnitude > 0)  # exact zeros are never in the support
+    ordered = np.sort(magnitude[nonzero])[::-1]
+    ratios = ordered[:-1] / ordered[1:]
+    keep = magnitude > 0
+    if ratios.size and ratios.max() >= gap:
+        keep &= magnitude >= ordered[int(np.argmax(ratios))]
+    if path is not None:
+        earlier = np.abs(np.asarray(path))[0]
+        if earlier.shape != magnitude.shape:
+            raise ValueError(f"path: points of shape {magnitude.shape} expected, got {earlier.shape}")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            change = (magnitude / magnitude.max()) / (earlier / earlier.max())
+        keep &= ~(change <= 1.0 / fall)
+    return np.flatnonzero(keep)
+
+
 def kkt_from_rho(Z: np.ndarray, y: np.ndarray, rho: np.ndarray, p: float, *, active_tol: float = ACTIVE_TOL,
-                 support_tol: float = SUPPORT_TOL) -> Certificate:
+                 support: np.ndarray | None = None, path: np.ndarray | None = None) -> Certificate:
     """KKT residual of `min ||rho||_p s.t. y_i Re(z_i^T rho) >= 1` at `rho` (any positive scale).
 
     After scaling to minimum margin 1, stationarity on the support S reads
     `p |rho_j|^(p-1) rho_j / |rho_j| = [sum_{i active} nu_i y_i conj(z_i)]_j` (j in S); the residual is
-    `||B nu - t|| / ||t||` with nu >= 0 from NNLS. For p = 1, `dual_violation` checks the off-support condition.
+    `||B nu - t|| / ||t||` with nu >= 0 from NNLS. The support is `support` when given, else `detect_support`
+    (with `path`); p = 2 uses every coordinate (its condition holds at rho_j = 0 too). For p = 1,
+    `dual_violation` is the off-support condition `max_j |[sum_i nu_i y_i conj(z_i)]_j| - 1` (clipped at 0);
+    for p < 1 there is none (the subdifferential of |t|^p at 0 is the whole line).
     """
     Z, y, rho = np.asarray(Z), np.asarray(y, float), np.asarray(rho)
     n = Z.shape[0]
@@ -76,8 +133,12 @@ def kkt_from_rho(Z: np.ndarray, y: np.ndarray, rho: np.ndarray, p: float, *, act
     margins = margins / min_margin
     active = np.flatnonzero(margins <= 1 + active_tol)
     magnitude = np.abs(rho)
-    support = np.flatnonzero(magnitude >= support_tol * magnitude.max())
-    target = p * magnitude[support] ** (p - 1) * (rho[support] / magnitude[support])
+    if support is None:
+        support = np.arange(len(rho)) if p == 2 else detect_support(rho, path)
+    support = np.asarray(support, int)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        target = p * magnitude[support] ** (p - 1) * np.where(magnitude[support] > 0,
+                                                              rho[support] / magnitude[support], 0.0)
     directions = (y[:, None] * np.conj(Z)).T  # column i: y_i conj(z_i)
     nu_active = _nnls(directions[np.ix_(support, active)], target)
     residual = np.linalg.norm(directions[np.ix_(support, active)] @ nu_active - target) / np.linalg.norm(target)
@@ -91,20 +152,43 @@ def kkt_from_rho(Z: np.ndarray, y: np.ndarray, rho: np.ndarray, p: float, *, act
     return Certificate(float(residual), nu, active, float(min_margin), support, dual_violation)
 
 
-def kkt_residual(net: Network, X, y, point, *, active_tol: float = ACTIVE_TOL,
-                 support_tol: float = SUPPORT_TOL) -> Certificate:
+def kkt_residual(net: Network, X, y, point, *, active_tol: float = ACTIVE_TOL, support=None, path=None
+                 ) -> Certificate:
     """KKT residual of the l_{2/L} max-margin problem in transformed space (odeco networks, docs/theory.md §6).
 
-    `point` is parameters (a tuple, e.g. a flow's end point) or an end-to-end beta of shape (d,) (then S must
-    be square). Scale-free: the point is rescaled to minimum margin 1. A point that does not separate the data
-    gets residual inf (with a note), not an exception, so a sweep can record it.
+    Arguments:
+        point: parameters (a tuple, e.g. a flow's end point) or an end-to-end beta of shape (d,) (then S must
+            be square). Scale-free: the point is rescaled to minimum margin 1.
+        support: the indices of rho's support; default: detected (`detect_support`).
+        path: earlier points of the same flow for the detection: betas, shape (K, d) (S square), oldest first.
+    Returns:
+        A `Certificate`. A point that does not separate the data gets residual inf (with a note), not an
+        exception, so a sweep can record it.
     """
     check_network(net)
     X, y = check_data(net, X, y, "classification")
     S, _ = odeco_or_raise(net, "kkt_residual")
     rho = rho_from_point(net, point, "kkt_residual")
     Z = np.asarray(transformed_inputs(S, X))
-    return kkt_from_rho(Z, y, rho, 2.0 / net.depth, active_tol=active_tol, support_tol=support_tol)
+    rho_path = None if path is None else np.stack([rho_from_point(net, b, "kkt_residual") for b in np.asarray(path)])
+    return kkt_from_rho(Z, y, rho, 2.0 / net.depth, active_tol=active_tol, support=support, path=rho_path)
+
+
+def quasi_norm(vector: np.ndarray, q: float) -> float:
+    """`(sum_j |v_j|^q)^(1/q)`: the l_q norm (a quasi-norm for q < 1)."""
+    return float(np.sum(np.abs(vector) ** q) ** (1.0 / q))
+
+
+def normalized_margin(features: np.ndarray, y: np.ndarray, point: np.ndarray, q: float) -> float:
+    """`min_i y_i Re(f_i^T point) / ||point||_q`: the margin that l_q max margin maximises (scale-free)."""
+    return float(np.min(y * np.real(np.asarray(features) @ point)) / quasi_norm(point, q))
+
+
+def margin_ratio(features: np.ndarray, y: np.ndarray, point: np.ndarray, optimum: np.ndarray, q: float) -> float:
+    """The l_q-normalised margin of `point` divided by that of `optimum` (a predicted max-margin point): 1 at
+    the optimum, below 1 at any other point when the optimum is global, above 1 at a point with a larger margin
+    than a predicted stationary point. Scale-free and meaningful where the optimum is flat and a cosine is not."""
+    return normalized_margin(features, y, point, q) / normalized_margin(features, y, optimum, q)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -146,3 +230,167 @@ def singular_vector_residual(net: Network, params, X, y, *, active_tol: float = 
     nu = np.zeros(len(y))
     nu[active] = nu_active
     return Certificate(float(residual), nu, active, float(min_margin))
+
+
+@dataclasses.dataclass(frozen=True)
+class KKTDistance:
+    """Theorem 1 at a point: the KKT point of `min ||theta||^2 s.t. y_i f(x_i; theta) >= 1` that Newton's method
+    reaches from it on the detected active set, and how far the point is from it.
+
+    `distance`: `||beta(theta) / ||beta(theta)|| - beta(theta*) / ||beta(theta*)|| ||` (0 at a KKT point; inf when Newton found none or
+    the point does not separate). `alignment`: `1 - cos(theta, -grad log L(theta))` at the point as given (its
+    scale matters: it tends to 0 along a flow that converges in direction). `kkt_point`: theta* (margin 1).
+    `multipliers`: nu >= 0 of theta*, zero off `active`. `newton_residual`: relative residual of the KKT system
+    at theta*. `note`: why the distance is inf, if it is.
+    """
+
+    distance: float
+    alignment: float
+    kkt_point: tuple | None
+    multipliers: np.ndarray
+    active: np.ndarray
+    newton_residual: float
+    newton_steps: int
+    note: str = ""
+
+
+# Newton on the KKT system stops when its relative residual is below NEWTON_TOL; a point whose residual stays above
+# NEWTON_ACCEPT is no KKT point (the active set was wrong, or Newton diverged).
+NEWTON_TOL = 1e-13
+NEWTON_ACCEPT = 1e-9
+NEWTON_MAX_STEPS = 50
+ACTIVE_SPREAD = 25.0
+
+
+def _unit(vector) -> np.ndarray:
+    vector = np.asarray(vector)
+    return vector / np.linalg.norm(vector)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _kkt_system(net: Network, z, template, mask, X, y):
+    """The KKT system of the parameter-space max-margin problem as `F(z)` and its Jacobian, `z = (theta, nu)`:
+    `theta - sum_i mask_i nu_i y_i grad f(x_i; theta) = 0`, `y_i f(x_i; theta) = 1` on the active set
+    (`mask_i = 1`) and `nu_i = 0` off it. One compiled program per network and data shape, whatever the set."""
+    flat, unravel = ravel_pytree(template)
+    size = flat.shape[0]
+
+    def system(z):
+        params, nu = unravel(z[:size]), z[size:]
+        gradients = jax.jacrev(lambda p: net.apply(p, X))(params)
+        weights = mask * nu * y
+        stationarity = tuple(v - jnp.tensordot(weights, g, axes=1) for v, g in zip(params, gradients))
+        feasibility = mask * (y * net.apply(params, X) - 1.0) + (1.0 - mask) * nu
+        return jnp.concatenate([ravel_pytree(stationarity)[0], feasibility])
+
+    return system(z), jax.jacfwd(system)(z)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _log_loss_gradient(net: Network, params, X, y, loss: str):
+    return jax.grad(lambda p: log_risk(net.apply(p, X), y, loss))(params)
+
+
+def _newton(net: Network, params, nu, mask, X, y) -> tuple[np.ndarray, float, int]:
+    """Gauss-Newton with least-squares steps (the KKT points of a network with continuous symmetries form a
+    manifold, so the Jacobian is singular; the minimum-norm step moves across it, not along)."""
+    z = np.concatenate([np.asarray(ravel_pytree(params)[0]), nu])
+    scale = np.linalg.norm(z)
+    residual, steps = np.inf, 0
+    for steps in range(NEWTON_MAX_STEPS + 1):
+        value, jacobian = (np.asarray(a) for a in _kkt_system(net, jnp.asarray(z), params, mask, X, y))
+        residual = np.linalg.norm(value) / scale
+        if residual <= NEWTON_TOL or not np.isfinite(residual) or steps == NEWTON_MAX_STEPS:
+            break
+        z = z - np.linalg.lstsq(jacobian, value, rcond=None)[0]
+    return z, float(residual), steps
+
+
+def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, active_tol: float = ACTIVE_TOL,
+                 refinements: int = 5) -> KKTDistance:
+    """Theorem 1 of docs/theory.md §5 as a distance: from the unit point of `params`, Newton's method on the KKT
+    system of `min ||theta||^2 s.t. y_i f(x_i; theta) >= 1` restricted to the active points (margin within
+    `active_tol`, relative, of the smallest) finds a KKT point theta*; the result is the distance between the unit
+    end-to-end predictors, next to the alignment `1 - cos(theta, -grad log L)`.
+
+    The start is the point scaled to minimum margin 1 with multipliers by NNLS. Where the KKT point Newton finds
+    has a negative multiplier the point with the most negative one leaves the active set; where it violates a
+    margin the most violated point joins; then Newton runs again (at most `refinements` times). A point that
+    does not separate, or for which no KKT point is found, gets distance inf (with a note).
+
+    Arguments:
+        net, params: the network and a point (a flow's end point).
+        X, y: the data (labels +-1).
+        loss: the classification loss of the flow, for the alignment.
+    Returns:
+        A `KKTDistance`.
+    """
+    check_network(net)
+    X, y = check_data(net, X, y, "classification")
+    params = tuple(jnp.asarray(v) for v in net.check_params(params))
+    X_, y_ = jnp.asarray(X), jnp.asarray(y)
+    total, unit, margins, directions = _unit_margins_directions(net, params, X_, y_)
+    if not float(total) > 0:
+        raise ValueError("params: the KKT distance needs non-zero parameters")
+    gradient = np.asarray(ravel_pytree(_log_loss_gradient(net, params, X_, y_, loss))[0])
+    flat = np.asarray(ravel_pytree(params)[0])
+    alignment = float(1.0 + flat @ gradient / (np.linalg.norm(flat) * np.linalg.norm(gradient)))
+    margins = np.asarray(margins)
+    n = len(y)
+    if not margins.min() > 0:
+        return KKTDistance(np.inf, alignment, None, np.zeros(n), np.array([], int), np.inf, 0,
+                           "the point does not separate the data (min margin <= 0)")
+    start = tuple(v / margins.min() ** (1.0 / net.depth) for v in unit)
+    # The active set: first the points whose margin is within ACTIVE_SPREAD (absolute, at the point's own scale:
+    # the loss weights e^-(q_i - q_min) of the active points differ by O(1) there; capped at a relative 0.1)
+    # of the smallest, keeping those NNLS gives a positive multiplier; then, if Newton finds no KKT point from
+    # that set, the points within `active_tol` (relative).
+    raw = margins * float(total) ** net.depth
+    target = np.asarray(ravel_pytree(start)[0])
+    # grad f is (L-1)-homogeneous: the rows at `start` are those at the unit point times the same factor.
+    rows = np.asarray(directions) * margins.min() ** (-(net.depth - 1.0) / net.depth)
+    spread = max(active_tol, min(ACTIVE_SPREAD / raw.min(), 0.1))
+    found = None
+    for tolerance in (spread, active_tol):
+        candidates = margins <= margins.min() * (1 + tolerance)
+        nu = np.zeros(n)
+        nu[candidates] = _nnls(rows[candidates].T, target)
+        found = _refine(net, start, nu, nu > 0, X_, y_, refinements)
+        if found[0] is not None:
+            break
+    point, nu, active, residual, steps = found
+    if point is None:
+        return KKTDistance(np.inf, alignment, None, np.zeros(n), np.flatnonzero(active), residual, steps,
+                           f"Newton found no KKT point on the detected active set (relative residual {residual:.1e})")
+    # In beta: the KKT points of a network with symmetries (hidden-unit rotations, sign flips of layer pairs)
+    # form a manifold, and Newton may land anywhere on it; beta is invariant to them.
+    distance = float(np.linalg.norm(_unit(net.beta(params)) - _unit(net.beta(point))))
+    return KKTDistance(distance, alignment, tuple(np.asarray(v) for v in point), nu, np.flatnonzero(active),
+                       residual, steps)
+
+
+def _refine(net: Network, start, nu, active, X, y, refinements: int):
+    """Newton on the KKT system from (start, nu) on `active`, then active-set corrections: a point with a
+    negative multiplier leaves, the most violated margin joins. Returns (point or None, nu, active, residual,
+    steps)."""
+    size = np.asarray(ravel_pytree(start)[0]).size
+    y_ = np.asarray(y)
+    residual, steps = np.inf, 0
+    for _ in range(refinements + 1):
+        z, residual, steps = _newton(net, start, nu, jnp.asarray(active, float), X, y)
+        nu = np.where(active, z[size:], 0.0)
+        point = ravel_pytree(start)[1](jnp.asarray(z[:size]))
+        point_margins = y_ * np.asarray(net.apply(point, X))
+        negative, violated = np.argmin(nu), np.argmin(np.where(active, np.inf, point_margins))
+        if residual > NEWTON_ACCEPT:
+            break
+        if nu[negative] < -NEWTON_ACCEPT * max(nu.max(), 1.0):
+            active = active.copy()
+            active[negative] = False
+        elif not active.all() and point_margins[violated] < 1 - NEWTON_ACCEPT:
+            active = active.copy()
+            active[violated] = True
+        else:
+            return point, nu, active, residual, steps
+        nu = np.where(active, np.maximum(nu, 0.0), 0.0)
+    return None, nu, active, residual, steps

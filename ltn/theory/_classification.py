@@ -4,13 +4,20 @@
 - l1 max margin in transformed space `z = S x`: an LP (SciPy's HiGHS) for real S; an SOCP (cvxpy + Clarabel)
   for complex S, with the constraint on `Re(z^T rho)` (the optimum can be taken conjugate-symmetric, so
   `beta = Re(S^T rho)` loses nothing).
-- l_{2/L} max margin, L > 2: a KKT point by iteratively reweighted l1 (each step one LP/SOCP), from a start.
-A solver that does not report an optimum raises `SolverError` with the solver's own message.
+- l_{2/L} max margin, L > 2: KKT points by iteratively reweighted l1 (each step one LP/SOCP) from several starts
+  (`stationary_points`), and for small real problems the global optimum by vertex enumeration
+  (`global_lp_optimum`: the objective is concave on each orthant, so the optimum is a vertex of the feasible set
+  cut by an orthant).
+A convex solver that does not report an optimum is retried (`SOLVER_ATTEMPTS`) before `SolverError` is raised
+with every attempt's status.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
+import warnings
 
 import cvxpy as cp
 import numpy as np
@@ -36,13 +43,33 @@ class MarginSolution:
     diagnostics: dict
 
 
-def _solve_cvxpy(problem: cp.Problem, what: str) -> None:
-    try:
-        problem.solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
-    except cp.error.SolverError as error:
-        raise SolverError(f"{what}: Clarabel failed: {error}") from error
-    if problem.status != cp.OPTIMAL:
-        raise SolverError(f"{what}: Clarabel returned status {problem.status!r}, not 'optimal'")
+# What a conic solve tries, in order, until one reports 'optimal': Clarabel at the tight tolerances; Clarabel
+# with more iterations and the tolerances it can certify on badly scaled problems (where the first attempt ends
+# 'optimal_inaccurate', e.g. full-length convolutions at L >= 3); SCS, a first-order method with its own
+# polishing-free termination, at a tight tolerance. The attempt that succeeded is named in the diagnostics.
+SOLVER_ATTEMPTS = (
+    ("Clarabel", cp.CLARABEL, CLARABEL_OPTIONS),
+    ("Clarabel (1e-9, 5000 iterations)", cp.CLARABEL,
+     dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, max_iter=5000)),
+    ("SCS (1e-10)", cp.SCS, dict(eps_abs=1e-10, eps_rel=1e-10, max_iters=200000)),
+)
+
+
+def _solve_cvxpy(problem: cp.Problem, what: str) -> str:
+    """Solve `problem` with the first of SOLVER_ATTEMPTS that reports 'optimal'; returns that attempt's name."""
+    failures = []
+    for name, solver, options in SOLVER_ATTEMPTS:
+        try:
+            with warnings.catch_warnings():  # an inaccurate solution is recorded below, not warned about
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                problem.solve(solver=solver, **options)
+        except cp.error.SolverError as error:
+            failures.append(f"{name}: {error}")
+            continue
+        if problem.status == cp.OPTIMAL:
+            return name
+        failures.append(f"{name}: status {problem.status!r}")
+    raise SolverError(f"{what}: no solver reported 'optimal' ({'; '.join(failures)})")
 
 
 def l2_max_margin(features: np.ndarray, y: np.ndarray) -> MarginSolution:
@@ -51,10 +78,10 @@ def l2_max_margin(features: np.ndarray, y: np.ndarray) -> MarginSolution:
     w = cp.Variable(k)
     margins = cp.multiply(y, features @ w) >= 1
     problem = cp.Problem(cp.Minimize(cp.sum_squares(w) / 2), [margins])
-    _solve_cvxpy(problem, "l2 max-margin QP")
+    solver = _solve_cvxpy(problem, "l2 max-margin QP")
     stats = problem.solver_stats
     return MarginSolution(np.asarray(w.value), np.maximum(np.asarray(margins.dual_value), 0.0),
-                          {"solver": "cvxpy/Clarabel QP", "status": problem.status,
+                          {"solver": f"cvxpy/{solver} QP", "status": problem.status,
                            "iterations": stats.num_iters, "objective": float(problem.value)})
 
 
@@ -86,9 +113,9 @@ def weighted_l1_max_margin(Z: np.ndarray, y: np.ndarray, weights: np.ndarray | N
         rho = cp.Variable(m, complex=True)
         margins = cp.multiply(y, cp.real(Z @ rho)) >= 1
         problem = cp.Problem(cp.Minimize(weights @ cp.abs(rho)), [margins, rho[pairing] == cp.conj(rho)])
-        _solve_cvxpy(problem, "weighted l1 max-margin SOCP")
+        solver = _solve_cvxpy(problem, "weighted l1 max-margin SOCP")
         return MarginSolution(np.asarray(rho.value), np.maximum(np.asarray(margins.dual_value), 0.0),
-                              {"solver": "cvxpy/Clarabel SOCP", "status": problem.status,
+                              {"solver": f"cvxpy/{solver} SOCP", "status": problem.status,
                                "iterations": problem.solver_stats.num_iters, "objective": float(problem.value)})
     # rho = positive - negative, both >= 0; at the optimum they have disjoint supports.
     signed = y[:, None] * Z
@@ -107,7 +134,7 @@ def _margins(Z, y, rho):
 
 
 def lp_stationary_point(Z: np.ndarray, y: np.ndarray, depth: int, start: np.ndarray | None = None,
-                        pairing: np.ndarray | None = None, *, max_iterations: int = 100, active_tol: float = 1e-6, support_tol: float = 1e-9
+                        pairing: np.ndarray | None = None, *, max_iterations: int = 100, active_tol: float = 1e-6
                         ) -> MarginSolution:
     """A KKT point of `min ||rho||_{2/L} s.t. y_i Re(z_i^T rho) >= 1` (L > 2; non-convex, so a local method).
 
@@ -142,9 +169,71 @@ def lp_stationary_point(Z: np.ndarray, y: np.ndarray, depth: int, start: np.ndar
         history.append(change)
         if iteration >= 3 and change <= stop_change:
             break
-    certificate = kkt_from_rho(Z, y, rho, p, active_tol=active_tol, support_tol=support_tol)
+    certificate = kkt_from_rho(Z, y, rho, p, active_tol=active_tol)
     diagnostics = dict(solution.diagnostics)
     diagnostics.update({"method": "iteratively reweighted l1", "started_from": origin,
                         "reweighting_steps": len(history), "last_relative_change": history[-1],
                         "kkt_residual": certificate.residual, "objective": float(np.sum(np.abs(rho) ** p))})
     return MarginSolution(rho, certificate.multipliers, diagnostics)
+
+
+def stationary_points(Z: np.ndarray, y: np.ndarray, depth: int, pairing: np.ndarray | None = None, *,
+                      random_starts: int = 8, seed: int = 0) -> tuple[MarginSolution, list[float]]:
+    """The best KKT point of the l_{2/L} max-margin problem (L > 2) found by `lp_stationary_point` from the l1
+    solution (the L = 2 limit) and from `random_starts` random vertices (the weighted-l1 solutions for weights
+    drawn log-uniformly over two decades: each is a separating start in a different region). Independent of any
+    flow. Returns the point with the smallest objective `sum_j |rho_j|^(2/L)` at margin 1, and the objectives of
+    all starts (ascending)."""
+    rng = np.random.default_rng(seed)
+    starts = [None] + [weighted_l1_max_margin(Z, y, 10.0 ** rng.uniform(-1, 1, Z.shape[1]), pairing).rho
+                       for _ in range(random_starts)]
+    solutions = [lp_stationary_point(Z, y, depth, start, pairing) for start in starts]
+    objectives = [s.diagnostics["objective"] for s in solutions]
+    best = solutions[int(np.argmin(objectives))]
+    return best, sorted(objectives)
+
+
+# Vertex enumeration solves a k x k system for every support of size k and every k of the n margin constraints
+# (sum_k C(m, k) C(n, k) systems); above this count it is not attempted.
+MAX_VERTEX_SYSTEMS = 300_000
+
+
+def vertex_count(m: int, n: int) -> int:
+    """The number of linear systems `global_lp_optimum` solves for m coordinates and n points."""
+    return sum(math.comb(m, k) * math.comb(n, k) for k in range(1, min(m, n) + 1))
+
+
+def global_lp_optimum(Z: np.ndarray, y: np.ndarray, depth: int) -> np.ndarray | None:
+    """The global optimum of `min sum_j |rho_j|^(2/L) s.t. y_i z_i^T rho >= 1` (real Z) by vertex enumeration,
+    or None when there are more than MAX_VERTEX_SYSTEMS systems to solve.
+
+    On each orthant the objective is concave and the feasible set a polyhedron whose recession directions do
+    not decrease it, so its minimum there is at a vertex: `rho_T = A_{I,T}^{-1} 1` for a support T and a set I
+    of |T| tight margin constraints (A = y_i z_i^T), zero off T. Every such basic solution that is feasible is
+    a candidate; the best is the global optimum.
+    """
+    if np.iscomplexobj(Z):
+        raise ValueError("Z: vertex enumeration is for real transformed inputs (the complex problem's feasible "
+                         "set in conjugate-symmetric rho is not polyhedral in the moduli)")
+    n, m = Z.shape
+    if vertex_count(m, n) > MAX_VERTEX_SYSTEMS:
+        return None
+    A = y[:, None] * Z
+    p = 2.0 / depth
+    best, best_value = None, np.inf
+    for k in range(1, min(m, n) + 1):
+        supports = np.array(list(itertools.combinations(range(m), k)))
+        tight = np.array(list(itertools.combinations(range(n), k)))
+        systems = A[tight[:, None, :, None], supports[None, :, None, :]].reshape(-1, k, k)
+        keep = np.abs(np.linalg.det(systems)) > 1e-12 * np.abs(systems).max(axis=(1, 2)) ** k
+        solutions = np.linalg.solve(systems[keep], np.ones((int(keep.sum()), k, 1)))[..., 0]
+        pairs = np.argwhere(keep.reshape(len(tight), len(supports)))
+        rho = np.zeros((len(solutions), m))
+        rho[np.arange(len(solutions))[:, None], supports[pairs[:, 1]]] = solutions
+        feasible = np.all(rho @ A.T >= 1 - 1e-9, axis=1)
+        if not feasible.any():
+            continue
+        values = np.sum(np.abs(rho[feasible]) ** p, axis=1)
+        if values.min() < best_value:
+            best_value, best = values.min(), rho[feasible][np.argmin(values)]
+    return best

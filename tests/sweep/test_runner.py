@@ -132,9 +132,9 @@ def test_results_schema(interrupted_sweep):
 def fake_theory(monkeypatch):
     def install(beta, exact=True, residual=0.0):
         prediction = types.SimpleNamespace(beta=np.asarray(beta), name="stand-in", exact=exact, diagnostics={})
-        module = types.SimpleNamespace(predict=lambda net, X, y, loss, init=None, start=None: prediction,
-                                       kkt_residual=lambda net, X, y, params: residual)
-        monkeypatch.setattr(_theory, "_theory", lambda: module)
+        monkeypatch.setattr(_theory, "predict", lambda net, X, y, loss, init=None: prediction)
+        monkeypatch.setattr(_theory, "certificates",
+                            lambda net, run, params, X, y, prediction, path=None: _theory.Certificates(residual, "kkt"))
     return install
 
 
@@ -177,7 +177,7 @@ def test_classification_verdict_needs_cosine_and_certificate(fake_theory):
     assert ok.passed and ok.check_kind == "direction" and ok.cosine > 0.99 and ok.certificate_name == "kkt"
     fake_theory([2.0, 0.0, 0.0], residual=1e-1)
     bad = _theory.check_run(net, run, None, None, np.array([5.0, 0.1, 0.0]), "converged", None, None)
-    assert not bad.passed and "kkt residual" in bad.reason
+    assert not bad.passed and "kkt 1.00e-01 > 1e-03" in bad.reason
     off = _theory.check_run(net, run, None, None, np.array([1.0, 1.0, 0.0]), "converged", None, None)
     assert not off.passed and "cosine" in off.reason
 

@@ -6,7 +6,8 @@ import pytest
 
 import ltn
 import ltn.data
-from ltn.theory import kkt_residual, predict, singular_vector_residual
+from ltn.theory import (detect_support, kkt_distance, kkt_residual, margin_ratio, predict, prediction_margin_ratio,
+                        singular_vector_residual)
 
 DATA = ltn.data.separable_classification(2, 12, 8)
 X, Y = DATA.X, DATA.y
@@ -66,3 +67,70 @@ def test_points_that_do_not_separate_get_an_infinite_residual():
     params = (jnp.ones(8), -jnp.asarray(Y @ X))
     assert kkt_residual(net, X, Y, params).residual == np.inf
     assert singular_vector_residual(net, params, X, Y).residual == np.inf
+
+
+# --- certificates that measure (docs/theory.md §12) --------------------------------------------------------------
+
+
+def test_support_detection_by_gap_and_by_path():
+    rho = np.array([1.0, -0.5, 3e-4, 0.2, -1e-4, 0.0])
+    np.testing.assert_array_equal(detect_support(rho), [0, 1, 3])  # the gap 0.2 -> 3e-4
+    np.testing.assert_array_equal(detect_support(np.array([1.0, 0.5, 0.3, 0.2])), [0, 1, 2, 3])  # no gap
+    # Along a path: coordinate 3 fell by 4x relative to the largest, the others kept their size.
+    earlier = np.array([1.0, -0.5, 3e-4, 0.8, -1e-4, 0.0])
+    np.testing.assert_array_equal(detect_support(rho, earlier[None]), [0, 1])
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_kkt_residual_at_optimum_late_point_and_wrong_point(depth):
+    net = ltn.Diagonal(8, depth)
+    prediction = predict(net, X, Y, loss="logistic")
+    rho = prediction.diagnostics["rho"]
+    on = np.abs(rho) > 1e-9 * np.abs(rho).max()
+    # A late flow point (-log L ~ 1e6): the off-support coordinates still there at a relative 1e-6 (~1/γ for
+    # L > 2; a power of -log L for L = 2), the support converged to 1e-7.
+    late = rho * (1 + 1e-7 * RNG.standard_normal(8)) + np.where(on, 0.0, 1e-6 * np.abs(rho).max())
+    exact, near = kkt_residual(net, X, Y, rho), kkt_residual(net, X, Y, late)
+    assert exact.residual < 1e-10  # measured ~1e-16
+    np.testing.assert_array_equal(near.support, np.flatnonzero(on))
+    assert near.residual < 1e-5  # measured 1e-7 (L = 2) and 1e-7 (L = 3)
+    if depth == 2:
+        assert exact.dual_violation < 1e-9 and near.dual_violation < 1e-5
+    else:  # the thresholded support of earlier versions keeps the 1e-6 coordinates: residual ~1
+        assert kkt_residual(net, X, Y, late, support=np.arange(8)).residual > 0.5  # measured 0.98
+    wrong = kkt_residual(net, X, Y, perturbed(balanced_diagonal_params(rho, depth), 0.1))
+    assert wrong.residual > 1e-2  # measured ~0.3
+
+
+def test_kkt_distance_at_optimum_near_point_and_wrong_point():
+    net = ltn.FullyConnected(8, (3,))
+    direction = predict(net, X, Y, loss="logistic").beta
+    a = RNG.standard_normal(3)
+    a /= np.linalg.norm(a)
+    optimum = (jnp.asarray(np.outer(direction, a)), jnp.asarray(a[:, None]))
+    at = kkt_distance(net, optimum, X, Y, "logistic")
+    assert at.distance < 1e-9 and at.newton_residual < 1e-12  # measured 1e-10 (the QP's accuracy), 1e-16
+    # The alignment against its closed form for a linear model: -grad log L = sum_i softmax(-y_i x_i^T w) y_i x_i.
+    w = RNG.standard_normal(8)
+    weights = np.exp(-Y * (X @ w) - np.max(-Y * (X @ w)))
+    descent = (weights * Y) @ X
+    expected = 1 - w @ descent / (np.linalg.norm(w) * np.linalg.norm(descent))
+    linear = kkt_distance(ltn.FullyConnected(8, ()), (jnp.asarray(w[:, None]),), X, Y, "exponential")
+    assert linear.alignment == pytest.approx(expected, rel=1e-10)
+    near = kkt_distance(net, perturbed(optimum, 1e-4), X, Y, "logistic")
+    assert 1e-6 < near.distance < 1e-3  # measured 4e-5: the distance scales with the perturbation
+    # The fit residual reads small at a point whose KKT point is far: it is not a distance.
+    far = perturbed(optimum, 0.3)
+    distance = kkt_distance(net, far, X, Y, "logistic")
+    assert distance.distance > 1e-2 or distance.distance == np.inf  # measured 0.2
+
+
+def test_margin_ratio_is_one_at_the_optimum_and_below_elsewhere():
+    net = ltn.Diagonal(8, 3)
+    prediction = predict(net, X, Y, loss="logistic")
+    rho = prediction.diagnostics["rho"]
+    params = balanced_diagonal_params(rho, 3)
+    assert prediction_margin_ratio(net, X, Y, params, prediction) == pytest.approx(1.0, abs=1e-12)
+    l2 = predict(ltn.FullyConnected(8, ()), X, Y, loss="logistic").beta
+    assert prediction_margin_ratio(net, X, Y, balanced_diagonal_params(l2, 3), prediction) < 0.9  # measured 0.6
+    assert margin_ratio(X, Y, 3.0 * rho, rho, 2 / 3) == pytest.approx(1.0)  # scale-free

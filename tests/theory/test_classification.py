@@ -8,8 +8,11 @@ import scipy.optimize
 import ltn
 import ltn.data
 from ltn.networks import dft_matrix
-from ltn.theory import kkt_residual, predict
-from ltn.theory._classification import CLARABEL_OPTIONS
+from ltn.theory import SolverError, kkt_residual, max_margin, predict
+from ltn.theory import _classification
+from ltn.theory._certificates import kkt_from_rho
+from ltn.theory._classification import (CLARABEL_OPTIONS, MAX_VERTEX_SYSTEMS, global_lp_optimum,
+                                        lp_stationary_point, stationary_points, vertex_count)
 
 DATA = ltn.data.separable_classification(0, 12, 8)
 X, Y = DATA.X, DATA.y
@@ -79,12 +82,64 @@ def test_deep_diagonal_stationary_point_and_local_search(depth):
     prediction = predict(net, X, Y, loss="exponential")
     assert prediction.diagnostics["kkt_residual"] < 1e-10  # measured ~1e-15
     assert kkt_residual(net, X, Y, prediction.beta).residual < 1e-10
-    # A start near the stationary point (as from a flow's end point) returns to it.
+    assert prediction.diagnostics["global"]  # d = 8, n = 12: vertex enumeration is affordable
+    # A start near the stationary point returns to it (the local search the multi-start is made of).
+    rho = prediction.diagnostics["rho"]
     rng = np.random.default_rng(depth)
-    start = prediction.beta + 1e-3 * rng.standard_normal(8) * np.abs(prediction.beta).max()
-    assert kkt_residual(net, X, Y, start, support_tol=1e-9).residual > 1e-3  # the start is not stationary
-    again = predict(net, X, Y, loss="exponential", start=start)
-    assert angle_gap(again.beta, prediction.beta) < 1e-10  # measured 0 (the same LP vertex)
+    start = rho + 1e-3 * rng.standard_normal(8) * np.abs(rho).max()
+    assert kkt_residual(net, X, Y, start, support=np.arange(8)).residual > 1e-3  # the start is not stationary
+    again = lp_stationary_point(X, Y, depth, start)
+    assert angle_gap(again.rho, rho) < 1e-10  # measured 0 (the same LP vertex)
+
+
+# Found by search over separable_classification(seed, n, 5): reweighted l1 started from the L = 2 solution
+# ends at a KKT point whose objective is 1.8590; vertex enumeration finds 1.6905.
+NOT_GLOBAL = ltn.data.separable_classification(2, 4, 5)
+
+
+def test_vertex_enumeration_finds_the_global_optimum_that_the_l2_start_misses():
+    Xs, Ys = NOT_GLOBAL.X, NOT_GLOBAL.y
+    from_l1 = lp_stationary_point(Xs, Ys, 3)
+    optimum = global_lp_optimum(Xs, Ys, 3)
+    objective = np.sum(np.abs(optimum) ** (2 / 3))
+    assert from_l1.diagnostics["objective"] == pytest.approx(1.8590190, rel=1e-6)
+    assert objective == pytest.approx(1.6905152, rel=1e-6)
+    # Independently: the vertex is a KKT point (residual ~1e-16), feasible, and no local search from random
+    # separating starts (weighted l1 vertices) beats it.
+    assert kkt_from_rho(Xs, Ys, optimum, 2 / 3, active_tol=1e-9).residual < 1e-10
+    assert np.min(Ys * (Xs @ optimum)) == pytest.approx(1.0, abs=1e-12)
+    _, objectives = stationary_points(Xs, Ys, 3, random_starts=12, seed=1)
+    assert min(objectives) >= objective * (1 - 1e-9)
+    prediction = predict(ltn.Diagonal(5, 3), Xs, Ys, loss="exponential")
+    assert prediction.name == "l2/L max margin global optimum" and prediction.diagnostics["global"]
+    assert prediction.diagnostics["objective"] == pytest.approx(objective, rel=1e-9)
+    assert angle_gap(prediction.beta, optimum) < 1e-12
+    # Too many vertex systems: not attempted (the prediction is then the multi-start's best, flagged not global).
+    assert vertex_count(30, 20) > MAX_VERTEX_SYSTEMS
+    assert global_lp_optimum(np.ones((20, 30)), np.ones(20), 3) is None
+
+
+def test_conic_solves_retry_before_giving_up(monkeypatch):
+    net = ltn.Convolutional(8, 2)  # complex S: the SOCP path
+    reference = predict(net, X, Y, loss="exponential")
+    starved = ("Clarabel (2 iterations)", cp.CLARABEL, {**CLARABEL_OPTIONS, "max_iter": 2})
+    monkeypatch.setattr(_classification, "SOLVER_ATTEMPTS", (starved, _classification.SOLVER_ATTEMPTS[0]))
+    retried = predict(net, X, Y, loss="exponential")
+    assert retried.diagnostics["solver"] == "cvxpy/Clarabel SOCP"  # the second attempt
+    assert angle_gap(retried.beta, reference.beta) < 1e-9  # measured 1.3e-11 (interior-point accuracy)
+    monkeypatch.setattr(_classification, "SOLVER_ATTEMPTS", (starved,))
+    with pytest.raises(SolverError, match=r"no solver reported 'optimal' \(Clarabel \(2 iterations\): status"):
+        predict(net, X, Y, loss="exponential")
+
+
+def test_named_alternatives():
+    diagonal, dense = ltn.Diagonal(8, 2), ltn.FullyConnected(8, (3,))
+    assert angle_gap(max_margin(diagonal, X, Y, "l1").beta, predict(diagonal, X, Y, "logistic").beta) < 1e-12
+    assert angle_gap(max_margin(diagonal, X, Y, "l2").beta, predict(dense, X, Y, "logistic").beta) < 1e-12
+    l1 = max_margin(dense, X, Y, "l1")
+    assert l1.name == "l1 max margin (against l1)" and not l1.exact
+    with pytest.raises(ValueError, match="norm must be one of"):
+        max_margin(dense, X, Y, "l3")
 
 
 def test_tensor_network_depth1_and_non_odeco_networks():
@@ -101,9 +156,7 @@ def test_tensor_network_depth1_and_non_odeco_networks():
 def test_classification_errors_name_the_argument():
     with pytest.raises(ValueError, match="labels"):
         predict(ltn.Diagonal(8, 2), X, np.where(Y > 0, 1.0, 0.0), loss="logistic")
-    with pytest.raises(ValueError, match="start"):
-        predict(ltn.Diagonal(8, 2), X, Y, loss="logistic", start=np.ones(8))
     with pytest.raises(ValueError, match="regime"):
         predict(ltn.Diagonal(8, 2), X, Y, loss="logistic", regime="lazy")
-    with pytest.raises(ValueError, match="start"):
-        predict(ltn.Diagonal(8, 3), X, Y, loss="logistic", start=-predict(ltn.Diagonal(8, 2), X, Y, "logistic").beta)
+    with pytest.raises(TypeError, match="start"):  # predictions never start from a flow's point
+        predict(ltn.Diagonal(8, 3), X, Y, loss="logistic", start=np.ones(8))

@@ -34,9 +34,14 @@ def compute_group(runs: list[RunSpec], shard: bool = True, cache: str | None = N
     return list(solve_parts(runs, shard=shard))
 
 
+def _call(work: Callable, *args):
+    """A Ray task: `work(*args)` (Ray's `remote` takes functions, not any callable such as a partial)."""
+    return work(*args)
+
+
 class ExecutorError(RuntimeError):
-    """A group could not be computed by the executor (its workers kept failing); the message names the group
-    and where the workers' logs are."""
+    """Groups the executor could not compute (their workers kept failing), raised once every other group has
+    landed; the message names each group and where the workers' logs are."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +87,21 @@ class RayExecutor:
             gpus = self.gpus
             if gpus is None:
                 gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-            task = ray.remote(self.work).options(num_cpus=self.cpus, num_gpus=gpus, max_retries=self.retries,
-                                                 retry_exceptions=False)
-            pending = {task.remote(group, shard, cache): index for index, group in enumerate(groups)}
+            task = ray.remote(_call).options(num_cpus=self.cpus, num_gpus=gpus, max_retries=self.retries,
+                                             retry_exceptions=False)
+            pending = {task.remote(self.work, group, shard, cache): index for index, group in enumerate(groups)}
+            failures = []
             while pending:
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
                 index = pending.pop(ready)
-                for rows, trajectories in ray.get(ready):
+                try:
+                    parts = ray.get(ready)
+                except ray.exceptions.RayError as error:  # retries used up, or the group raised
+                    failures.append(f"group {index}: {type(error).__name__}: {str(error).strip().splitlines()[0]}")
+                    continue
+                for rows, trajectories in parts:
                     yield index, rows, trajectories
+            _raise_failures(failures, "the Ray workers' logs (ray logs, or /tmp/ray/session_latest/logs)")
         finally:
             for reference in pending:  # the driver stopped early (an error, an interrupt): stop the rest
                 ray.cancel(reference, force=True)
@@ -104,8 +116,8 @@ class SlurmExecutor:
     `folder`: where submitit keeps job scripts, pickles and logs. `partition`, `time` (minutes per job), `gpus`
     (per job), `cpus` (per job). `cluster = "local"` runs the jobs as local processes instead (submitit's
     `LocalExecutor`: a laptop, or a test). The driver polls the jobs every `poll` seconds and resubmits a group
-    whose job ended without a result (killed, preempted, out of time, or raised) up to `retries` times; then it
-    stops with `ExecutorError` naming the job's log.
+    whose job ended without a result (killed, preempted, out of time, or raised) up to `retries` times; a group
+    still failing then is named in an `ExecutorError` raised once the other groups have landed.
     """
 
     folder: str
@@ -135,6 +147,7 @@ class SlurmExecutor:
         jobs = executor.map_array(self.work, groups, [shard] * len(groups), [cache] * len(groups))
         pending = {job: index for index, job in enumerate(jobs)}
         attempts = dict.fromkeys(range(len(groups)), 1)
+        failures = []
         try:
             while pending:
                 finished = [job for job in pending if job.done()]
@@ -146,17 +159,26 @@ class SlurmExecutor:
                         parts = job.result()
                     except (FailedJobError, UncompletedJobError) as error:
                         if attempts[index] > self.retries:
-                            raise ExecutorError(
-                                f"group {index} failed {attempts[index]} times; its last job {job.job_id} ended "
-                                f"with {type(error).__name__} (log: {job.paths.stderr})") from error
+                            failures.append(f"group {index} failed {attempts[index]} times; its last job "
+                                            f"{job.job_id} ended with {type(error).__name__} (log: "
+                                            f"{job.paths.stderr})")
+                            continue
                         attempts[index] += 1
                         pending[executor.submit(self.work, groups[index], shard, cache)] = index
                         continue
                     for rows, trajectories in parts:
                         yield index, rows, trajectories
+            _raise_failures(failures, "the logs named")
         finally:
             for job in pending:
                 job.cancel(check=False)
+
+
+def _raise_failures(failures: list[str], logs: str) -> None:
+    """After every other group has landed: an `ExecutorError` naming each group that could not be computed."""
+    if failures:
+        raise ExecutorError(f"{len(failures)} group(s) could not be computed (the others are written; running the "
+                            f"sweep again computes only what is missing; see {logs}): " + "; ".join(failures))
 
 
 EXECUTORS = ("local", "ray", "slurm")

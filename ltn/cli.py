@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -71,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-shard", action="store_true", help="solve each group on one device only")
     run.add_argument("--plots", action="store_true", help="also write the report's plots into the folder")
+    run.add_argument("--progress", choices=("bar", "lines"), default=None,
+                     help="a progress bar, or one line per finished batch (default: a bar on a terminal, lines "
+                          "otherwise)")
+    run.add_argument("--executor", choices=("local", "ray", "slurm"), default=None,
+                     help="where groups are solved: this process (default), one Ray task per group, or one SLURM "
+                          "job per group through submitit (default: the config's [executor] table)")
+    run.add_argument("--address", metavar="ADDR", help="ray: the cluster's address (default: RAY_ADDRESS, else a "
+                     "local Ray started for this sweep)")
+    run.add_argument("--partition", metavar="NAME", help="slurm: the partition")
+    run.add_argument("--time", type=int, metavar="MINUTES", help="slurm: the time limit of one job")
+    run.add_argument("--gpus", type=int, metavar="N", help="GPUs per group (ray: default 1 when the cluster has "
+                     "GPUs; slurm: default 0)")
 
     validate = command("validate", help="validate config files without computing anything")
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
@@ -207,7 +220,25 @@ def summarise(rows) -> str:
     return "\n".join(lines)
 
 
+def _executor(args, sweeps, out: str):
+    """The executor of the configs' `[executor]` table (one table for all configs), with the flags winning."""
+    from .sweep import ConfigError, ExecutorSpec
+    from .sweep._executors import make_executor
+
+    tables = {sweep.executor for sweep in sweeps if sweep.executor is not None}
+    if len(tables) > 1:
+        raise ConfigError([f"{', '.join(sweep.source for sweep in sweeps)}: these configs have different [executor] "
+                           f"tables; run them separately, or keep one table"])
+    spec = next(iter(tables), ExecutorSpec())
+    flags = {"kind": args.executor, "address": args.address, "partition": args.partition, "time": args.time,
+             "gpus": args.gpus}
+    spec = dataclasses.replace(spec, **{key: value for key, value in flags.items() if value is not None})
+    options = dataclasses.asdict(spec)
+    return make_executor(options.pop("kind"), out, **options)
+
+
 def command_run(args) -> int:
+    from ._cache import cache_dir
     from .sweep import run_sweep
 
     with contextlib.ExitStack() as stack:
@@ -218,7 +249,9 @@ def command_run(args) -> int:
         out = args.out or os.path.join("results", "+".join(s.name for s in sweeps))
         for sweep in sweeps:
             print(f"{sweep.source}\n{_describe(sweep)}")
-        outcome = run_sweep(sweeps, out, progress=False if args.no_progress else None, shard=not args.no_shard)
+        outcome = run_sweep(sweeps, out, progress=False if args.no_progress else args.progress,
+                            shard=not args.no_shard, executor=_executor(args, sweeps, out),
+                            cache=None if args.no_cache else cache_dir())
     print(f"computed {outcome.runs_computed} of {outcome.runs_total} runs in {outcome.groups_computed} "
           f"group(s); results in {outcome.out_dir}")
     print(summarise(outcome.rows))

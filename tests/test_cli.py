@@ -104,3 +104,43 @@ def test_packaged_quickstart_matches_the_repository_copy_and_validates(capsys):
         assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.count("compiled group") == 4  # compiles dominate the quick start: keep it at four groups
+
+
+def test_executor_table_and_flags(tmp_path, capsys):
+    """`[executor]` is validated like any section, and the flags of `ltn run` win over it."""
+    import argparse
+
+    from ltn.cli import _executor
+    from ltn.sweep import LocalExecutor, SlurmExecutor, loads_config
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY + '\n[executor]\nkind = "slurmm"\npartiton = "gpu"\n')
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "executor.kind: must be one of ['local', 'ray', 'slurm']" in err
+    assert "executor.partiton: unknown key (did you mean 'partition'?)" in err
+    sweep = loads_config(TINY + '\n[executor]\nkind = "slurm"\npartition = "gpu"\ntime = 30\n')
+    flags = argparse.Namespace(executor=None, address=None, partition=None, time=None, gpus=2)
+    executor = _executor(flags, [sweep], str(tmp_path))
+    assert isinstance(executor, SlurmExecutor)
+    assert (executor.partition, executor.time, executor.gpus) == ("gpu", 30, 2)
+    assert executor.folder == os.path.join(str(tmp_path), "jobs")
+    flags.executor = "local"
+    assert isinstance(_executor(flags, [sweep], str(tmp_path)), LocalExecutor)
+    assert sweep.executor is not None and "executor" not in sweep.experiments[0].base  # never in a run's identity
+
+
+@pytest.mark.slow  # submitit's job processes import JAX and compile: ~20 s on 2 shared cores
+def test_run_with_the_slurm_executor_on_submitits_local_cluster(tmp_path, config):
+    pytest.importorskip("submitit")
+    local, jobs = tmp_path / "local", tmp_path / "jobs"
+    assert main(["run", str(config), "--out", str(local), "--no-progress", "--set", "experiment.1.seeds=[0]"]) in (0, 1)
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(TINY + '\n[executor]\nkind = "slurm"\ncluster = "local"\n')
+    assert main(["run", str(cluster), "--out", str(jobs), "--no-progress", "--set", "experiment.1.seeds=[0]"]) in (0, 1)
+    ours, theirs = read_rows(str(jobs)), {row["run_id"]: row for row in read_rows(str(local))}
+    assert sorted(row["run_id"] for row in ours) == sorted(theirs) and len(ours) == 5
+    for row in ours:
+        assert (row["status"], row["verdict"], row["final_beta_norm"]) == (
+            theirs[row["run_id"]]["status"], theirs[row["run_id"]]["verdict"], theirs[row["run_id"]]["final_beta_norm"])
+    assert os.path.isdir(jobs / "jobs")  # submitit's scripts and logs

@@ -10,6 +10,7 @@ from ._config import (
     CheckSpec as CheckSpec,
     ConfigError as ConfigError,
     DataSpec as DataSpec,
+    ExecutorSpec as ExecutorSpec,
     ExperimentSpec as ExperimentSpec,
     FigureSpec as FigureSpec,
     InitSpec as InitSpec,
@@ -34,6 +35,9 @@ from ._results import (
     varying_columns as varying_columns,
 )
 from ._load import load as load, load_trajectories as load_trajectories, to_parquet as to_parquet
+from ._budget import PlateauWarning as PlateauWarning
+from ._executors import (ExecutorError as ExecutorError, LocalExecutor as LocalExecutor, RayExecutor as RayExecutor,
+                         SlurmExecutor as SlurmExecutor)
 from ._runner import SweepOutcome as SweepOutcome, run_sweep as run_sweep
 from ._theory import (FAILED as FAILED, NOT_JUDGED as NOT_JUDGED, PASSED as PASSED,
                       VERDICTS as VERDICTS)

@@ -224,6 +224,26 @@ class SweepSpec:
     experiments: tuple[ExperimentSpec, ...]
     raw: dict
     report: "ReportSpec" = dataclasses.field(default_factory=lambda: ReportSpec())  # the [report] table
+    executor: "ExecutorSpec" = None  # the file's [executor] table (None: not given; where groups are solved)
+
+
+# --- the [executor] table (where groups are solved; never part of a run's identity) ----------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorSpec:
+    """The `[executor]` table of a config file: where `ltn run` solves its groups (`ltn.sweep._executors`). It
+    belongs to the file, not to an experiment, and never enters a run id: results do not depend on where they were
+    computed. `ltn run` flags override it."""
+
+    kind: str = "local"
+    address: str | None = None
+    partition: str | None = None
+    time: int | None = None
+    gpus: int | None = None
+    cpus: int | None = None
+    cluster: str = "slurm"
+    retries: int = 2
 
 
 # --- field schemas ------------------------------------------------------------------------------------------
@@ -372,6 +392,45 @@ SCHEMA: dict[str, dict[str, Field]] = {
                              "hypotheses)"),
     },
 }
+# The [executor] table (parsed by `_parse_executor`; a file-level table like `name`, not a sweep section).
+EXECUTOR: dict[str, Field] = {
+    "kind": Field("str", "local", choices=("local", "ray", "slurm"), sweep=False,
+                  doc="`local`: this process; `ray`: one Ray task per group; `slurm`: one SLURM job (array "
+                      "element) per group, through submitit (`ltn run --executor` overrides it)"),
+    "address": Field("str", None, sweep=False,
+                     doc="ray: the cluster's address (default: `RAY_ADDRESS`, else a local Ray for this sweep)"),
+    "partition": Field("str", None, sweep=False, doc="slurm: the partition"),
+    "time": Field("int", None, minimum=1, sweep=False, doc="slurm: the time limit of one job, in minutes"),
+    "gpus": Field("int", None, minimum=0, sweep=False,
+                  doc="GPUs per group (ray: default 1 when the cluster has GPUs, else 0; slurm: default 0)"),
+    "cpus": Field("int", None, minimum=1, sweep=False, doc="CPUs per group (default 1)"),
+    "cluster": Field("str", "slurm", choices=("slurm", "local"), sweep=False,
+                     doc="slurm: `local` runs the jobs as local processes through submitit (to try a config "
+                         "without a cluster)"),
+    "retries": Field("int", 2, minimum=0, sweep=False,
+                     doc="how many times a group whose worker died (or whose job ended without a result) is "
+                         "computed again"),
+}
+
+
+def _parse_executor(table, problems: "_Problems") -> ExecutorSpec | None:
+    """The `[executor]` table as an `ExecutorSpec` (None when the file has none); problems recorded."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        problems.add("executor", f"must be a table ([executor] with kind = ...), got {table!r}")
+        return None
+    values = {}
+    for key, value in table.items():
+        if key not in EXECUTOR:
+            problems.add(f"executor.{key}", f"unknown key{_did_you_mean(key, EXECUTOR)}")
+            continue
+        checked = _check_scalar(value, EXECUTOR[key], f"executor.{key}", problems)
+        if checked is not None:
+            values[key] = checked
+    return ExecutorSpec(**values)
+
+
 # Which init keys each init kind uses (a key set for another kind is a mistake worth reporting).
 INIT_KEYS = {"gaussian": ("scale",), "theorem": ("scale",), "shaped": ("scale", "shape"), "file": ("scale", "path")}
 # ODE-solver options a descent run refuses: the flow's own list, less what the config spells otherwise (`solver`
@@ -570,6 +629,7 @@ def parse_config(raw: dict, source: str = "<config>") -> SweepSpec:
     """Validate the structure and field types of a parsed TOML document (no data or network is built yet:
     `validate` does the cross-field and data checks)."""
     problems = _Problems(source)
+    executor = _parse_executor(raw.get("executor"), problems)  # the file's table, not an experiment's
     experiments = []
     if "experiment" in raw:
         tables = raw["experiment"]
@@ -599,7 +659,8 @@ def parse_config(raw: dict, source: str = "<config>") -> SweepSpec:
     report = _parse_report(raw.get("report", {}), experiments, problems)
     problems.raise_if_any()
     name = raw.get("name", experiments[0].name) if isinstance(raw.get("name"), str) else experiments[0].name
-    return SweepSpec(source=source, name=name, experiments=tuple(experiments), raw=raw, report=report)
+    return SweepSpec(source=source, name=name, experiments=tuple(experiments), raw=raw, report=report,
+                     executor=executor)
 
 
 # --- the [report] table ------------------------------------------------------------------------------------------
@@ -607,7 +668,7 @@ def parse_config(raw: dict, source: str = "<config>") -> SweepSpec:
 # `ltn.plots`, which draws them; this block only checks a table against them.
 
 # Keys of a file that belong to the file, not to its experiments (never merged into an experiment).
-FILE_KEYS = ("experiment", "report")
+FILE_KEYS = ("experiment", "report", "executor")
 
 
 @dataclasses.dataclass(frozen=True)

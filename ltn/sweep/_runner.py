@@ -1,20 +1,25 @@
-"""Run a validated sweep: one compiled, vmapped solve per group, sharded over the local devices, each group's
-results written as soon as it finishes, finished runs skipped on restart."""
+"""Run a validated sweep: one compiled, vmapped solve per group (in this process, or on Ray or SLURM workers:
+`_executors`), sharded over the local devices, each batch's results written as soon as it is solved, finished
+runs skipped on restart."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
+from collections import Counter
+from typing import Iterator
 
 import jax
 import numpy as np
 
 from ..flow import STATUSES, gradient_flow
+from ._budget import warn_short_budgets
 from ._build import file_sha256, init_batch, input_files, network_and_problem
 from ._config import RunSpec, SweepSpec
+from ._executors import LocalExecutor
 from ._grid import expand, group_id, group_runs, precision, run_columns, run_id
+from ._progress import Progress, progress_mode
 from ._results import ResultsStore, write_manifest
 from ._theory import FAILED, NOT_JUDGED, check_group
 
@@ -74,59 +79,80 @@ def shard_batch(params0, X, y, devices=None):
     return params0, jax.device_put(np.asarray(X), replicated), jax.device_put(np.asarray(y), replicated)
 
 
-# --- one group --------------------------------------------------------------------------------------------------
+# --- one group ---------------------------------------------------------------------------------------------------
 
 
-def solve_group(runs: list[RunSpec], *, shard: bool = True):
-    """Solve every run of one group in one `gradient_flow` (or `gradient_descent`) call.
+def _parts(scales, descent: bool, devices) -> list[np.ndarray]:
+    """The batches a group is solved in (indices into its runs), each written as soon as it is solved.
 
-    Returns `(net, problem, params0, result, solver_used, wall)` with the batch trimmed to `len(runs)`.
+    On one device, one batch per initial scale (all under one compile when the batches have equal sizes, as in a
+    grid). The scale sets a run's step count (small scales: long plateaus, up to 100x the steps), and in a lockstep
+    batch every lane costs a step until the batch's slowest runs are gathered into its narrow last phase (only
+    batches of 32 or more have one): mixing scales made the paper's regression-scales sweep 1.7x slower. Sharded
+    over several devices, one batch spans all scales and seeds, so that every device has lanes to work on (a
+    scale with fewer seeds than devices would leave devices idle). Descent takes the same steps in every lane:
+    one batch.
     """
-    first = runs[0]
-    net, problem = network_and_problem(first)
-    params0 = init_batch(net, runs)
-    devices = jax.local_devices() if shard else jax.local_devices()[:1]
+    if descent or len(devices) > 1:
+        return [np.arange(len(scales))]
+    scales = np.asarray(scales)
+    return [np.flatnonzero(scales == scale) for scale in np.unique(scales)]
+
+
+def _solve_part(net, problem, params0, first: RunSpec, devices):
+    """One batched `gradient_flow` (or `gradient_descent`) call, padded and sharded over `devices`; returns
+    `(result trimmed to the batch, solver_used, wall)` (`solver_used` None: per run, from the result)."""
     options = first.solver
+    size = params0[0].shape[0]
+    sharded, X, y = shard_batch(pad_batch(params0, len(devices)), problem.X, problem.y, devices)
     start = time.perf_counter()
     if options.solver == "descent":
-        from ..flow._descent import gradient_descent
+        from ..flow import gradient_descent
 
         kwargs = options.descent_options()
         optimizer = kwargs.pop("optimizer")
         if optimizer not in (None, "sgd"):
             kwargs["optimizer"] = _optax_optimizer(optimizer, kwargs.pop("learning_rate"))
-        sharded, X, y = shard_batch(pad_batch(params0, len(devices)), problem.X, problem.y, devices)
         result = gradient_descent(net, sharded, X, y, first.loss, **kwargs)
         solver_used = f"descent/{optimizer or 'sgd'}"
     else:
-        result = _flow_by_scale(net, problem, params0, [run.init.scale for run in runs], first.loss,
-                                options.flow_options(), devices)
-        solver_used = None  # per run, from the result ("auto" may pick, or fall back to, an implicit solver)
+        result = gradient_flow(net, sharded, X, y, first.loss, **options.flow_options())
+        solver_used = None  # "auto" may pick, or fall back to, an implicit solver
     result = jax.block_until_ready(result)
     wall = time.perf_counter() - start
-    size = len(runs)
-    result = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[:size], result)
-    params0 = tuple(np.asarray(p)[:size] for p in params0)
-    return net, problem, params0, result, solver_used, wall
+    return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[:size], result), solver_used, wall
 
 
-def _flow_by_scale(net, problem, params0, scales, loss, options, devices):
-    """One `gradient_flow` call per initial scale (all under one compile when the sub-batches have equal sizes, as
-    in a grid). The scale sets a run's step count (small scales: long plateaus, up to 100x the steps), and in a
-    lockstep batch every lane costs a step until the batch's slowest runs are gathered into its narrow last
-    phase (only batches of 32 or more have one): mixing scales made the paper's regression-scales sweep 1.7x
-    slower."""
-    order = np.argsort(scales, kind="stable")
-    scales = np.asarray(scales)[order]
-    parts = []
-    for scale in np.unique(scales):
-        members = order[scales == scale]
-        batch = pad_batch(tuple(np.asarray(p)[members] for p in params0), len(devices))
-        sharded, X, y = shard_batch(batch, problem.X, problem.y, devices)
-        result = jax.block_until_ready(gradient_flow(net, sharded, X, y, loss, **options))
-        parts.append(jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[: len(members)], result))
-    stacked = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *parts)
-    return jax.tree_util.tree_map(lambda leaf: leaf[np.argsort(order, kind="stable")], stacked)
+def _setup(runs: list[RunSpec], shard: bool):
+    net, problem = network_and_problem(runs[0])
+    params0 = tuple(np.asarray(p) for p in init_batch(net, runs))
+    devices = jax.local_devices() if shard else jax.local_devices()[:1]
+    parts = _parts([run.init.scale for run in runs], runs[0].solver.solver == "descent", devices)
+    return net, problem, params0, devices, parts
+
+
+def solve_group(runs: list[RunSpec], *, shard: bool = True):
+    """Solve every run of one group (in the batches of `_parts`) and put the results back in the order of `runs`.
+
+    Returns `(net, problem, params0, result, solver_used, wall)`; `wall` is the time of all solves together.
+    """
+    net, problem, params0, devices, parts = _setup(runs, shard)
+    solved = [_solve_part(net, problem, tuple(p[part] for p in params0), runs[0], devices) for part in parts]
+    order = np.concatenate(parts)
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *(result for result, _, _ in solved))
+    result = jax.tree_util.tree_map(lambda leaf: leaf[np.argsort(order, kind="stable")], stacked)
+    return net, problem, params0, result, solved[0][1], sum(wall for _, _, wall in solved)
+
+
+def solve_parts(runs: list[RunSpec], *, shard: bool = True) -> Iterator[tuple[list[dict], dict]]:
+    """Solve one group batch by batch (`_parts`), yielding each batch's `(rows, trajectories)` as soon as it is
+    solved and checked, so that a caller that writes them loses at most the batch in flight when killed."""
+    net, problem, params0, devices, parts = _setup(runs, shard)
+    for part in parts:
+        members = [runs[i] for i in part]
+        batch = tuple(p[part] for p in params0)
+        result, solver_used, wall = _solve_part(net, problem, batch, runs[0], devices)
+        yield group_rows(members, net, problem, batch, result, solver_used, wall)
 
 
 def _trajectory(records, log_time, i, predicted_beta) -> dict[str, np.ndarray]:
@@ -178,25 +204,31 @@ def group_rows(runs, net, problem, params0, result, solver_used, wall) -> tuple[
 # --- the sweep --------------------------------------------------------------------------------------------------
 
 
-def _progress(total: int, initial: int, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    disable = (not sys.stderr.isatty()) if enabled is None else not enabled
-    return tqdm(total=total, initial=initial, unit="run", file=sys.stderr, disable=disable, dynamic_ncols=True)
-
-
-def run_sweep(sweeps: SweepSpec | list[SweepSpec], out_dir: str, *, progress: bool | None = None,
-              shard: bool = True, max_groups: int | None = None, grouped: bool = True) -> SweepOutcome:
+def run_sweep(sweeps: SweepSpec | list[SweepSpec], out_dir: str, *, progress: bool | str | None = None,
+              shard: bool = True, max_groups: int | None = None, grouped: bool = True, executor=None,
+              cache: str | None = None) -> SweepOutcome:
     """Run every run of the (validated) sweep(s) not yet recorded in `out_dir`.
 
-    `progress`: a tqdm bar on stderr (default: only when stderr is a terminal). `shard`: spread each group's
-    batch over all local devices. `max_groups` stops after that many groups were computed (to test resuming).
-    `grouped=False` solves every run on its own (one call per run, same compile): the baseline of
-    benchmarks/sweep.py.
+    **Arguments:**
+
+    - `progress`: None (default) shows a tqdm bar when stderr is a terminal and one line per finished batch
+      otherwise; True a bar, False nothing, or "lines".
+    - `shard`: spread each group's batch over all local devices (then one batch spans the group's scales).
+    - `max_groups`: stop after that many groups were computed (to test resuming).
+    - `grouped=False`: solve every run on its own (one call per run, same compile): the baseline of
+      benchmarks/sweep.py.
+    - `executor`: where groups are solved (`ltn.sweep._executors`: local by default, Ray, SLURM). Whatever the
+      executor, only this process writes into `out_dir`.
+    - `cache`: the compilation-cache folder workers of other processes should use (None: none).
+
+    **Returns:** a `SweepOutcome`.
 
     The folder is locked for the whole sweep: `ResultsLocked` when another sweep writes into it, `ResultsError`
     when it cannot be written (both before any compute). Result files it cannot trust are set aside and their
-    runs recomputed, with a `RecoveryWarning` (see `ResultsStore`).
+    runs recomputed, with a `RecoveryWarning` (see `ResultsStore`). Each solved batch (one initial scale of a
+    group, on one device) is written as soon as it is checked, so an interrupted sweep loses at most the batch
+    in flight. A `PlateauWarning` says, before any compute, which runs cannot cross their saddle plateau within
+    their step budget.
     """
     sweeps = [sweeps] if isinstance(sweeps, SweepSpec) else list(sweeps)
     runs = [run for sweep in sweeps for run in expand(sweep)]
@@ -204,29 +236,27 @@ def run_sweep(sweeps: SweepSpec | list[SweepSpec], out_dir: str, *, progress: bo
     if len(set(ids)) != len(ids):
         raise ValueError("two runs of this sweep have the same resolved config and seed; remove the duplicate")
     inputs = {path: file_sha256(path) for run in runs for path in input_files(run).values()}
+    executor = LocalExecutor() if executor is None else executor
     with ResultsStore(out_dir) as store:  # locks the folder (ResultsLocked) and repairs it, before any compute
         write_manifest(out_dir, [{"source": s.source, "config": s.raw} for s in sweeps],
                        {"runs": len(runs), "groups": len(group_runs(runs)), "precision": precision(),
-                        "input_sha256": inputs})
-        wanted = set(ids)
-        already = len(wanted & store.done)
-        computed = groups = 0
-        with _progress(len(runs), already, progress) as bar:
-            for group in (group_runs(runs) if grouped else [[run] for run in runs]):
-                todo = [run for run in group if run_id(run) not in store.done]
-                if not todo:
-                    continue
-                if max_groups is not None and groups >= max_groups:
-                    break
-                bar.set_description(f"{todo[0].experiment} ({len(todo)} runs)")
-                net, problem, params0, result, solver_used, wall = solve_group(todo, shard=shard)
-                rows, trajectories = group_rows(todo, net, problem, params0, result, solver_used, wall)
+                        "input_sha256": inputs, "executor": type(executor).__name__})
+        groups = [[run for run in group if run_id(run) not in store.done]
+                  for group in (group_runs(runs) if grouped else [[run] for run in runs])]
+        groups = [group for group in groups if group][:max_groups]
+        warn_short_budgets([run for group in groups for run in group])
+        total, done = Counter(run.experiment for run in runs), Counter(
+            run.experiment for run, rid in zip(runs, ids) if rid in store.done)
+        computed = 0
+        with Progress(total, done, progress_mode(progress)) as shown:
+            for _, rows, trajectories in executor.run(groups, shard=shard, cache=cache):
+                fresh = [row for row in rows if row["run_id"] not in store.done]
                 store.append(rows, trajectories)
-                computed += len(todo)
-                groups += 1
-                bar.update(len(todo))
+                computed += len(fresh)
+                if fresh:
+                    shown.finished(fresh)
         store.merge_trajectories()
         by_id = {row["run_id"]: row for row in store.rows}
     rows = [by_id[i] for i in ids if i in by_id]
     return SweepOutcome(out_dir=os.fspath(out_dir), rows=rows, runs_total=len(runs), runs_computed=computed,
-                        groups_computed=groups)
+                        groups_computed=len(groups))

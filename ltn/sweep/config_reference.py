@@ -11,8 +11,8 @@ import os
 import sys
 
 from ._build import DATA_KINDS, MAX_DEPTH, NETWORK_KINDS
-from ._config import (INIT_KEYS, MAX_CHECKPOINTS, MAX_RUNS, REPORT_FIGURE, REQUIRED, SCHEMA, SEED_LIMIT, SECTIONS,
-                      TOP_LEVEL, Field)
+from ._config import (EXECUTOR, INIT_KEYS, MAX_CHECKPOINTS, MAX_RUNS, REPORT_FIGURE, REQUIRED, SCHEMA, SEED_LIMIT,
+                      SECTIONS, TOP_LEVEL, Field)
 
 COMMAND = "python -m ltn.sweep.config_reference"
 _TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "int_list": "list of integers",
@@ -110,6 +110,10 @@ def config_reference() -> str:
               "figure, after the experiments). Without it, `ltn report` draws the distance to the prediction along",
               "the path and against the initial scale for each experiment.", "",
               *_table(REPORT_FIGURE, "report.figure[].")]
+    lines += ["", "## `[executor]`", "",
+              "Where `ltn run` solves the groups (flags of `ltn run` override these keys). A table of the file, at its",
+              "top level: it is shared by all experiments and never enters a run id.", "",
+              *_table(EXECUTOR, "executor.")]
     return "\n".join(lines) + "\n"
 
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 import warnings
 
+from ..flow import EXPLICIT_SOLVERS
 from ._config import RunSpec
 
 
 # The explicit Runge-Kutta pairs of `ltn.flow` (held at their stability bound on a stiff plateau).
-EXPLICIT_SOLVERS = ("tsit5", "dopri5", "dopri8")
 
 
 class PlateauWarning(UserWarning):

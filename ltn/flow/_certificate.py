@@ -1,5 +1,5 @@
 """When a regression run may be called `converged` or `stalled`: one decision, shared by both paths of the flow
-(lockstep and `diffeqsolve`) and by descent, so that a status means the same wherever it was reached
+(lockstep and per-run stepping) and by descent, so that a status means the same wherever it was reached
 (docs/theory.md §11).
 
 `converged` needs two tests at the end point: the data are interpolated,

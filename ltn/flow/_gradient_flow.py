@@ -17,12 +17,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
@@ -35,23 +33,29 @@ from ._objective import Checkpoint, Objective, tree_norm
 from ._options import FlowOptions, flow_options
 from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
 from ._solvers import FLOW_SOLVERS, make_solver
+from ._stepping import stepped_solve
 from ._stiffness import EXPLICIT_PROBE_STEPS, IMPLICIT_FOR_AUTO, STIFF_PRODUCT, step_times_curvature
 
 SOLVERS = FLOW_SOLVERS
 # Gauss-Legendre nodes for the reconstruction of original time between checkpoints (classification).
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
+# Classification paths are recorded where -log L first reaches 10^(k/10), k = 0..120, as well as on the time grid:
+# the late phase, where directions converge at a rate in -log L, is seen at an even density.
+LOG_LOSS_LEVELS = -(10.0 ** (np.arange(121) / 10))
 TRACE_COUNT = {"flow": 0}  # incremented at trace time; tests use it to prove one compile per batch
 
 
 class Leg(eqx.Module):
     """Where one leg of a batch of runs ended: per run, the parameters and time, the records of the checkpoints
-    this leg passed (`inf` elsewhere), the summaries at the end, its status, its work, whether it stopped on
-    its step budget (`out_of_steps`, so another leg may go on) and its recent step size (`recent_step`: the
-    controller's next step, or the mean of the last accepted ones)."""
+    this leg passed (`inf` elsewhere: `records` at the times of the grid, `level_records` where -log L first
+    reached each of LOG_LOSS_LEVELS, classification only), the summaries at the end, its status, its work,
+    whether it stopped on its step budget (`out_of_steps`, so another leg may go on) and the controller's next
+    step (`recent_step`)."""
 
     params: tuple
     t: Float[Array, " batch"]
     records: Checkpoint
+    level_records: Checkpoint
     final: Checkpoint
     status: Int[Array, " batch"]
     steps: Int[Array, " batch"]
@@ -79,9 +83,10 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
             of beta still to come, `||dbeta[J^+ r]||`, is at most `xtol ||beta||`; `stalled` where the gradient is
             exactly zero short of that (docs/theory.md §11). `gtol`: where
             `||grad L|| <= gtol ||X||_2 ||y|| ||theta||^(L-1)` that test is tried at once (a small gradient alone
-            never stops a run). `target_log_loss`, `target_norm`: classification stops, located by root finding
+            never stops a run). `target_log_loss`, `target_norm`: classification stops, located on the step's dense output
             (default `target_log_loss=-100`; a target met at the start ends the run there, with 0 steps).
-            `checkpoints`: number of geometrically spaced records. `reparametrize`: classification integrates the
+            `checkpoints`: number of records at geometrically spaced times (classification also
+            records where -log L first reaches each 10^(k/10), k = 0..120). `reparametrize`: classification integrates the
             rescaled, well-conditioned path (False: plain time, for checks on short horizons).
 
     Returns:
@@ -99,16 +104,14 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     return result if batched else first_run(result)
 
 
-def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, t0=None, active=None,
-         probe: bool = False) -> Leg:
+def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, t0=None, active=None) -> Leg:
     """One leg for the whole batch: from `params0` at time 0, or from `start` at `t0` for the `active` runs (the
-    checkpoint grid is always that of `params0`, so legs fill one trajectory). A `probe` leg measures its recent
-    step size also under `diffeqsolve` (it keeps the time of every step)."""
+    checkpoint grid is always that of `params0`, so legs fill one trajectory)."""
     batch = params0[0].shape[0]
     start = params0 if start is None else start
     t0 = jnp.zeros(batch) if t0 is None else t0
     active = jnp.ones(batch, bool) if active is None else active
-    static = (opts.solver, opts.max_steps, opts.checkpoints, opts.reparametrize, probe)
+    static = (opts.solver, opts.max_steps, opts.checkpoints, opts.reparametrize)
     return _compiled_flow(net, loss, *static)(params0, start, t0, active, X, y, opts)
 
 
@@ -117,8 +120,7 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
     where it stopped, with the implicit solver where its steps are held at the explicit stability bound
     (`step_times_curvature`), else with Tsit5, within what is left of `max_steps`."""
     probe_steps = min(opts.max_steps, EXPLICIT_PROBE_STEPS)
-    first = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=probe_steps), params0, X, y,
-                 probe=True)
+    first = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=probe_steps), params0, X, y)
     going_on = np.asarray(first.out_of_steps)
     if probe_steps == opts.max_steps or not going_on.any():
         return first
@@ -140,12 +142,15 @@ def _joined(first: Leg, second: Leg, continued) -> Leg:
     def pick(a, b):
         return jnp.where(continued.reshape(-1, *[1] * (a.ndim - 1)), b, a)
 
-    reached = jnp.isfinite(second.records.time)
-    records = jax.tree_util.tree_map(
-        lambda a, b: jnp.where(reached.reshape(*reached.shape, *[1] * (a.ndim - 2)), b, a), first.records,
-        second.records)
+    def filled(a: Checkpoint, b: Checkpoint) -> Checkpoint:
+        reached = jnp.isfinite(b.time)
+        return jax.tree_util.tree_map(
+            lambda x, y: jnp.where(reached.reshape(*reached.shape, *[1] * (x.ndim - 2)), y, x), a, b)
+
     uncounted = (first.grad_evals < 0) | (second.grad_evals < 0)
-    merged = Leg(params=second.params, t=second.t, records=records, final=second.final, status=second.status,
+    merged = Leg(params=second.params, t=second.t, records=filled(first.records, second.records),
+                 level_records=filled(first.level_records, second.level_records), final=second.final,
+                 status=second.status,
                  steps=first.steps + second.steps, accepted=first.accepted + second.accepted,
                  grad_evals=jnp.where(uncounted, -1, first.grad_evals + second.grad_evals), solver=second.solver,
                  out_of_steps=second.out_of_steps, recent_step=second.recent_step)
@@ -154,7 +159,7 @@ def _joined(first: Leg, second: Leg, continued) -> Leg:
 
 @functools.lru_cache(maxsize=64)
 def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, checkpoints: int,
-                   reparametrize: bool, probe: bool):
+                   reparametrize: bool):
     """The compiled leg of one (network, loss, method, budget, grid) combination; tolerances, budgets in time
     and targets are run-time values of `FlowOptions`."""
     objective = Objective(net, loss)
@@ -163,6 +168,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
     reparam = (not regression) and reparametrize
     flow_solver = make_solver(solver_name)
     method = flow_solver.method()
+    levels = jnp.zeros(0) if regression else jnp.asarray(LOG_LOSS_LEVELS)
     solver_code = SOLVER_NAMES.index(solver_name)
 
     def vector_field(t, params, args):
@@ -181,8 +187,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
         return regression_verdict(net, params, velocity, X, y, opts.residual_tol, opts.xtol, **gating)
 
     def target_reached(log_loss, param_norm, opts: FlowOptions):
-        """Classification: judged on the point itself, not on the solver's code (at |log L| ~ 1e5 the root finder
-        may report non-convergence after locating the stop to ~1e-12 relative)."""
+        """Classification: judged on the point itself (the crossing is located to the spacing of float64 times,
+        where log L itself carries a round-off of ~|log L| eps)."""
         slack = 1e-9 * jnp.abs(opts.target_log_loss)
         return (log_loss <= opts.target_log_loss + slack) | (param_norm >= opts.target_norm * (1 - 1e-9))
 
@@ -199,9 +205,9 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
         grid = jnp.minimum(jnp.geomspace(t_first, t_max, checkpoints - 1), t_max)  # geomspace may round up
         return t_max, jnp.concatenate([jnp.zeros(1), grid])
 
-    def leg(params, t, records, status, steps, accepted, out_of_steps, recent_step, args):
+    def leg(params, t, records, level_records, status, steps, accepted, out_of_steps, recent_step, args):
         final = checkpoint(t, params, args)
-        return Leg(params=params, t=t, records=records, final=final, status=status, steps=steps, accepted=accepted,
+        return Leg(params=params, t=t, records=records, level_records=level_records, final=final, status=status, steps=steps, accepted=accepted,
                    grad_evals=jnp.asarray(flow_solver.grad_evals(steps)), solver=jnp.full_like(steps, solver_code),
                    out_of_steps=out_of_steps, recent_step=recent_step)
 
@@ -236,40 +242,13 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
                              max_steps=max_steps, settled=settled, settle_every=tries_every(X.shape[0]), hint=hint,
                              t0=t0, active=active)
         params = unflatten(end.y)
-        legs = jax.vmap(leg, in_axes=(0, 0, 0, None, 0, 0, 0, 0, None))(
-            params, end.t, end.records, 0, end.steps, end.accepted, end.stop == STEP_BUDGET, end.h, args)
+        no_levels = jax.tree_util.tree_map(lambda leaf: leaf[:, :0], end.records)
+        legs = jax.vmap(leg, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0, None))(
+            params, end.t, end.records, no_levels, 0, end.steps, end.accepted, end.stop == STEP_BUDGET, end.h, args)
         is_broken = (end.stop == NONFINITE_FIELD) | jax.vmap(is_broken_end)(params, unflatten(end.f), legs.final)
         status = final_status(is_broken, verdicts(end.y, end.f, jnp.ones(end.y.shape[0], bool)),
                               end.stop == STEP_UNDERFLOW)
         return dataclasses.replace(legs, status=status)
-
-    # Stopping conditions of one run (diffrax calls them as (t, y, args, **kwargs); y: the params). Classification
-    # targets are real-valued: the stop is located by root finding on the dense output.
-    def regression_stop(t, y, args, **kwargs):
-        X, labels, opts = args
-        velocity = vector_field(t, y, args)
-        return (verdict(y, velocity, X, labels, opts) != UNDECIDED) | broken(y, velocity)
-
-    def is_broken(t, y, args, **kwargs):
-        return broken(y, vector_field(t, y, args))
-
-    def below_target_log_loss(t, y, args, **kwargs):
-        X, labels, opts = args
-        return objective.log_loss(y, X, labels) - opts.target_log_loss
-
-    def above_target_norm(t, y, args, **kwargs):
-        return args[2].target_norm - tree_norm(y)
-
-    if regression:
-        event = diffrax.Event(regression_stop)
-    else:
-        event = diffrax.Event([is_broken, below_target_log_loss, above_target_norm],
-                              root_finder=optx.Newton(rtol=1e-10, atol=1e-10))
-
-    def guarded_field(t, params, args):
-        v = vector_field(t, params, args)
-        # A field that overflowed freezes the run where it is (reported nonfinite) instead of stalling the solver.
-        return jax.tree_util.tree_map(lambda leaf: jnp.where(nonfinite(jax.tree_util.tree_leaves(v)), 0.0, leaf), v)
 
     def decided(params, velocity, X, y, opts: FlowOptions):
         """The status the certificate gives `params` (`UNDECIDED` if none): regression's verdict, or
@@ -279,55 +258,44 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
         reached = target_reached(objective.log_loss(params, X, y), tree_norm(params), opts)
         return jnp.where(reached, CONVERGED, UNDECIDED)
 
-    # The mean of the last accepted steps is the step the controller holds (the explicit probe of "auto").
-    recent = min(16, max_steps)
-
     def solve_one(params0, start, t0, active, X, y, opts: FlowOptions):
-        """One run with `diffeqsolve`: classification (each run stops at its own target, located by root
-        finding) and implicit solvers. A run decided at the start (a target already met, a certified or stalled
-        start) or not `active` ends there: a solve from t0 to t0, with 0 steps."""
+        """One run stepped by `stepped_solve`: classification (each run stops at its own target, located on the
+        dense output, and is recorded at levels of -log L too) and implicit solvers. A run decided at the start (a
+        target already met, a certified or stalled start) or not `active` ends there, with 0 steps."""
         args = (X, y, opts)
-        velocity0 = vector_field(t0, start, args)
-        done_at_start = (decided(start, velocity0, X, y, opts) != UNDECIDED) | ~active
         t_max, ts = time_grid(params0, args, opts)
-        t1 = jnp.where(done_at_start, t0, t_max)
-        ts = jnp.clip(ts, t0, t1)
-        subs = [diffrax.SubSaveAt(ts=ts, fn=checkpoint), diffrax.SubSaveAt(t1=True)]
-        if probe:
-            subs.append(diffrax.SubSaveAt(steps=True, fn=lambda t, y, args: t))
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(guarded_field), method, t0=t0, t1=t1, dt0=None, y0=start, args=args,
-            saveat=diffrax.SaveAt(subs=subs), stepsize_controller=diffrax.PIDController(rtol=opts.rtol,
-                                                                                        atol=opts.atol),
-            max_steps=max_steps, event=event, throw=False,
-            adjoint=diffrax.ForwardMode(),  # no reverse-mode through the solve: the plain, cheaper while loop
-        )
-        records, final_params = sol.ys[:2]
-        # Only the checkpoints this leg passed: after its start (the first one too on a run from t = 0) and up to
-        # where it stopped (a run that ended at its start saved all of them there).
-        index = jnp.arange(ts.shape[0])
-        passed = ((ts > t0) | ((index == 0) & (t0 == 0))) & ~(done_at_start & (index > 0))
-        records = jax.tree_util.tree_map(
-            lambda leaf: jnp.where(passed.reshape(-1, *[1] * (leaf.ndim - 1)), leaf, jnp.inf), records)
-        final_params = jax.tree_util.tree_map(lambda leaf: leaf[0], final_params)
-        t_end = sol.ts[1][-1]
-        steps = sol.stats["num_steps"]
-        accepted = sol.stats["num_accepted_steps"]
-        if probe:
-            times = sol.ys[2]
-            last = jnp.maximum(accepted - 1, 0)
-            recent_step = (times[last] - times[jnp.maximum(last - recent, 0)]) / jnp.maximum(jnp.minimum(
-                last, recent), 1)
+
+        def field(t, params):
+            v = vector_field(t, params, args)
+            # A field that overflowed freezes the run where it is (reported nonfinite) instead of stalling the
+            # solver.
+            return jax.tree_util.tree_map(lambda leaf: jnp.where(nonfinite(jax.tree_util.tree_leaves(v)), 0.0,
+                                                                 leaf), v)
+
+        if regression:
+            def settled(t, params):
+                return verdict(params, vector_field(t, params, args), X, y, opts) != UNDECIDED
+
+            def crossings(params):
+                return jnp.ones(1)
         else:
-            recent_step = jnp.nan
-        out = leg(final_params, t_end, records, 0, steps, accepted, sol.result == diffrax.RESULTS.max_steps_reached,
-                  recent_step, args)
-        final_velocity = vector_field(t_end, final_params, args)
-        ended = ((sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.max_steps_reached)
-                 | (sol.result == diffrax.RESULTS.event_occurred))
-        status = final_status(is_broken_end(final_params, final_velocity, out.final),
-                              decided(final_params, final_velocity, X, y, opts), ~ended)
-        return dataclasses.replace(out, status=status, out_of_steps=out.out_of_steps & active)
+            def settled(t, params):
+                return jnp.asarray(False)
+
+            def crossings(params):
+                return jnp.stack([objective.log_loss(params, X, y) - opts.target_log_loss,
+                                  opts.target_norm - tree_norm(params)])
+
+        end = stepped_solve(field, start, t0, method=method, rtol=opts.rtol, atol=opts.atol, t_max=t_max,
+                            max_steps=max_steps, record=lambda t, params: checkpoint(t, params, args), save_ts=ts,
+                            levels=levels, level_of=lambda params: objective.log_loss(params, X, y),
+                            crossings=crossings, settled=settled, active=active)
+        out = leg(end.y, end.t, end.records, end.level_records, 0, end.steps, end.accepted,
+                  end.stop == STEP_BUDGET, end.h, args)
+        final_velocity = vector_field(end.t, end.y, args)
+        status = final_status(is_broken_end(end.y, final_velocity, out.final),
+                              decided(end.y, final_velocity, X, y, opts), end.stop == STEP_UNDERFLOW)
+        return dataclasses.replace(out, status=status)
 
     def solve(params0, start, t0, active, X, y, opts: FlowOptions):
         TRACE_COUNT["flow"] += 1
@@ -344,6 +312,14 @@ def _assembled(net: Network, loss: str, reparametrize: bool):
     reparam = task_of(loss) == "classification" and reparametrize
 
     def assemble(leg: Leg) -> FlowResult:
+        # One trajectory: the records of the time grid and of the levels, in the order the path passed them.
+        records = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=1), leg.records,
+                                         leg.level_records)
+        order = jnp.argsort(records.time, axis=1, stable=True)
+        records = jax.tree_util.tree_map(
+            lambda leaf: jnp.take_along_axis(leaf, order.reshape(*order.shape, *[1] * (leaf.ndim - 2)), axis=1),
+            records)
+        leg = dataclasses.replace(leg, records=records)
         if reparam:
             log_time, final_log_time = jax.vmap(_reconstruct_log_time, in_axes=(0, 0, None))(
                 leg.records, leg.final, net.depth)

@@ -36,7 +36,7 @@ class Stats(eqx.Module):
     """Work done: solver steps (accepted and rejected, summed over the legs of a run that `solver="auto"`
     continued with another method), the gradient (vector-field) evaluations of the solver's stages (-1 where an
     implicit leg ran: its Newton and GMRES iterations, each a Hessian-vector product, are not reported by
-    diffrax; recorded checkpoints, certificate tries and the stiffness test are not counted either) and the
+    diffrax's step; recorded checkpoints, certificate tries and the stiffness test are not counted either) and the
     solver of the run's last leg (`solver_name`)."""
 
     steps: Int[Array, ""]
@@ -51,8 +51,10 @@ class Stats(eqx.Module):
 
 
 class Trajectory(eqx.Module):
-    """Checkpoints at geometrically spaced times (entries after the run stopped hold `inf`), plus `log_time`:
-    `log` of the original gradient-flow time at each checkpoint (for regression, `log(time)`)."""
+    """Checkpoints in the order the path passed them: at geometrically spaced times and, for classification,
+    where `-log L` first reached each `10^(k/10)`, k = 0..120 (entries the run did not reach hold `inf` and
+    come last), plus `log_time`: `log` of the original gradient-flow time at each checkpoint (for regression,
+    `log(time)`)."""
 
     checkpoints: Checkpoint
     log_time: Float[Array, " k"]

@@ -90,7 +90,7 @@ def test_implicit_batch_matches_single_runs():
 def probe_product(net, params0, X, y, loss="squared", **options):
     """`h |lambda_max|` where `auto`'s explicit probe ends (h: the step its controller holds there)."""
     opts = FlowOptions(solver="tsit5", max_steps=EXPLICIT_PROBE_STEPS, **options)
-    leg = _leg(net, loss, opts, jax.tree_util.tree_map(lambda leaf: leaf[None], params0), X, y, probe=True)
+    leg = _leg(net, loss, opts, jax.tree_util.tree_map(lambda leaf: leaf[None], params0), X, y)
     assert bool(leg.out_of_steps[0])  # still going after the probe
     product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
     return float(product[0])

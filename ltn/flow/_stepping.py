@@ -1,0 +1,192 @@
+"""One run's adaptive solve, stepped by ltn's own loop around diffrax's pieces: the method's step and dense
+output (`solver.step`, `solver.interpolation_cls`) and the step-size controller (`PIDController.init`,
+`adapt_step_size`), as in `diffeqsolve`'s own loop.
+
+Why not `diffeqsolve`: a classification path is recorded at levels of `-log L` (a tenth of a decade apart), which
+no `SaveAt` expresses; the step budget counts every attempted step of a run that continues another; and the
+program calls no host callback (diffrax 0.7.2 checks `SaveAt(ts=...)` at run time through one, and JAX never
+writes a program that calls back into Python to its persistent compilation cache).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from ._lockstep import FINISHED, RUNNING, STEP_BUDGET, STEP_UNDERFLOW, TIME_BUDGET
+
+BISECTIONS = 60  # halvings of a step to locate a crossing: below the spacing of float64 times
+
+
+class Stepped(NamedTuple):
+    """End of one run: its time and state, the controller's next step (`h`), why it stopped, its step counts, and
+    the records at the requested times and at the requested levels (`inf` where not reached)."""
+
+    t: Float[Array, ""]
+    y: object
+    h: Float[Array, ""]
+    stop: Int[Array, ""]
+    steps: Int[Array, ""]
+    accepted: Int[Array, ""]
+    records: object
+    level_records: object
+
+
+class _Loop(NamedTuple):
+    t: Float[Array, ""]
+    t_next: Float[Array, ""]
+    y: object
+    solver_state: object
+    controller_state: object
+    stop: Int[Array, ""]
+    steps: Int[Array, ""]
+    accepted: Int[Array, ""]
+    next_save: Int[Array, ""]
+    next_level: Int[Array, ""]
+    records: object
+    level_records: object
+
+
+def _where(condition, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
+
+
+def _finite(tree) -> Bool[Array, ""]:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def _first_at_or_below(value: Callable, t0, t1, level):
+    """The time in `(t0, t1]` where `value(t)` first reaches `level`, by bisection (`value(t0) > level >=
+    value(t1)`; the returned time has `value <= level`)."""
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        below = value(mid) <= level
+        return jnp.where(below, lo, mid), jnp.where(below, mid, hi)
+
+    return jax.lax.fori_loop(0, BISECTIONS, halve, (t0, t1))[1]
+
+
+def stepped_solve(
+    field: Callable,
+    y0,
+    t0: Float[Array, ""],
+    *,
+    method: diffrax.AbstractSolver,
+    rtol,
+    atol,
+    t_max: Float[Array, ""],
+    max_steps: int,
+    record: Callable,
+    save_ts: Float[Array, " k"],
+    levels: Float[Array, " m"],
+    level_of: Callable,
+    crossings: Callable,
+    settled: Callable,
+    active: Bool[Array, ""],
+) -> Stepped:
+    """Integrate `dy/dt = field(t, y)` from `(t0, y0)` until one of `crossings(y)` (a vector) reaches 0 from
+    above (the crossing located on the dense output, and the run ended exactly there), `settled(t, y)` holds at
+    the end of an accepted step, `t_max`, `max_steps` attempted steps, or a step size that no longer moves time.
+
+    `record(t, y)` is saved at each of `save_ts` (increasing, `save_ts[0] == 0`; those up to `t0` are left `inf`
+    except the first on a run from 0) and where `level_of(y)` (decreasing along the path) first reaches each of
+    `levels` (decreasing; those reached at the start are left `inf`). A run not `active`, or one that starts
+    settled or crossed, ends at its start with 0 steps.
+    """
+    term = diffrax.ODETerm(lambda t, y, args: field(t, y))
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    error_order = method.error_order(term)
+    t_next, controller_state = controller.init(term, t0, t_max, y0, None, None, method.func, error_order)
+    t_next = jnp.minimum(t_next, t_max)
+    solver_state = method.init(term, t0, t_next, y0, None)
+
+    done = ~active | settled(t0, y0) | jnp.any(crossings(y0) <= 0)
+    stop = jnp.where(done, FINISHED, RUNNING)
+    first = record(t0, y0)
+    slots, level_slots = save_ts.shape[0], levels.shape[0]
+
+    def empty(size, keep_first):
+        return jax.tree_util.tree_map(
+            lambda leaf: jnp.full((size + 1, *leaf.shape), jnp.inf, leaf.dtype).at[0].set(
+                jnp.where(keep_first, leaf, jnp.inf)), first)
+
+    # One spare slot at the end takes the writes of nothing to save (a scatter needs an index).
+    records = empty(slots, active & (t0 == 0))
+    level_records = empty(level_slots, False)
+    next_save = jnp.maximum(1, jnp.sum(save_ts <= t0))
+    next_level = jnp.sum(level_of(y0) <= levels)
+
+    def save_at_times(s: _Loop, t_end, at):
+        def due(c):
+            index = jnp.minimum(c[0], slots - 1)
+            return (c[0] < slots) & (save_ts[index] <= t_end)
+
+        def save(c):
+            index, records = c
+            ts = save_ts[index]
+            return index + 1, jax.tree_util.tree_map(lambda old, new: old.at[index].set(new), records,
+                                                     record(ts, at(ts)))
+
+        return jax.lax.while_loop(due, save, (s.next_save, s.records))
+
+    def save_at_levels(s: _Loop, t_end, y_end, at):
+        def due(c):
+            index = jnp.minimum(c[0], level_slots - 1)
+            return (c[0] < level_slots) & (level_of(y_end) <= levels[index])
+
+        def save(c):
+            index, records = c
+            ts = _first_at_or_below(lambda t: level_of(at(t)), s.t, t_end, levels[index])
+            return index + 1, jax.tree_util.tree_map(lambda old, new: old.at[index].set(new), records,
+                                                     record(ts, at(ts)))
+
+        if level_slots == 0:
+            return s.next_level, s.level_records
+        return jax.lax.while_loop(due, save, (s.next_level, s.level_records))
+
+    def step(s: _Loop) -> _Loop:
+        y1, y_error, dense, solver_state, _ = method.step(term, s.t, s.t_next, s.y, None, s.solver_state, False)
+        y_error = jax.tree_util.tree_map(lambda e: jnp.where(jnp.isnan(e), jnp.inf, e), y_error)
+        keep, t_prev, t_next, _, controller_state, _ = controller.adapt_step_size(
+            s.t, s.t_next, s.y, y1, None, y_error, error_order, s.controller_state)
+        keep = keep & _finite(y1)
+        interpolation = method.interpolation_cls(t0=s.t, t1=s.t_next, **dense)
+
+        def at(t):
+            return _where(t == s.t_next, y1, interpolation.evaluate(t))
+
+        crossed = keep & jnp.any(crossings(y1) <= 0)
+        t_cross = _first_at_or_below(lambda t: jnp.min(crossings(at(t))), s.t, s.t_next, 0.0)
+        t_end = jnp.where(crossed, t_cross, s.t_next)
+        y_end = _where(crossed, at(t_cross), y1)
+        next_save, records = save_at_times(s, t_end, at)
+        next_level, level_records = save_at_levels(s, t_end, y_end, at)
+
+        steps = s.steps + 1
+        t = jnp.where(keep, t_end, s.t)
+        stop = jnp.where(keep & (crossed | settled(t_end, y_end)), FINISHED, RUNNING)
+        stop = jnp.where((stop == RUNNING) & (t >= t_max), TIME_BUDGET, stop)
+        stop = jnp.where((stop == RUNNING) & ~keep & (t_next <= s.t), STEP_UNDERFLOW, stop)
+        stop = jnp.where((stop == RUNNING) & (steps >= max_steps), STEP_BUDGET, stop)
+        return _Loop(
+            t=t, t_next=jnp.minimum(t_next, t_max), y=_where(keep, y_end, s.y),
+            solver_state=_where(keep, solver_state, s.solver_state), controller_state=controller_state,
+            stop=stop, steps=steps, accepted=s.accepted + keep,
+            next_save=jnp.where(keep, next_save, s.next_save), records=_where(keep, records, s.records),
+            next_level=jnp.where(keep, next_level, s.next_level),
+            level_records=_where(keep, level_records, s.level_records))
+
+    zero = jnp.zeros((), int)
+    state = _Loop(t=t0, t_next=t_next, y=y0, solver_state=solver_state, controller_state=controller_state,
+                  stop=stop, steps=zero, accepted=zero, next_save=next_save, next_level=next_level,
+                  records=records, level_records=level_records)
+    state = jax.lax.while_loop(lambda s: s.stop == RUNNING, step, state)
+    trim = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[:-1], tree)  # noqa: E731
+    return Stepped(t=state.t, y=state.y, h=state.t_next - state.t, stop=state.stop, steps=state.steps,
+                   accepted=state.accepted, records=trim(state.records), level_records=trim(state.level_records))

@@ -9,7 +9,8 @@ Every command takes `--debug` (before or after the command name), and `--no-cach
 are kept in a persistent cache for later runs (`ltn._cache`: `$LTN_CACHE_DIR`, else `$XDG_CACHE_HOME/ltn`, else
 `~/.cache/ltn`). Exit status:
 
-    0  success; for `ltn run`, every judged run passed its check
+    0  success; for `ltn run`, no judged run failed its check (each passed, or is "consistent": not yet within
+       tolerance but converging at the theory's rate, docs/theory.md §12)
     1  some run failed its check (the summary names each one)
     2  bad input: a config, data file, argument or results folder that cannot be used; one message names the
        file, the field and the cause (no traceback; argparse's usage errors are 2 as well)
@@ -31,7 +32,7 @@ EXIT_FAILED_CHECKS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL_ERROR = 3
 EXIT_CODES = """exit status:
-  0  success (ltn run: every judged run passed its check)
+  0  success (ltn run: no judged run failed its check; each passed or is consistent)
   1  some run failed its check
   2  bad input: config, data file, arguments or results folder (the message names file, field and cause)
   3  internal error (a bug in ltn; --debug prints the traceback)"""
@@ -191,19 +192,21 @@ def _short(value) -> str:
 
 
 def _verdict_counts(rows) -> str:
-    """E.g. "3/4 passed, 1 failed" or "none judged, 2 not judged": passes count among the judged runs only."""
-    from .sweep import FAILED, NOT_JUDGED, PASSED, VERDICTS
+    """E.g. "3/5 passed, 1 consistent, 1 failed" or "none judged, 2 not judged": passes count among the judged
+    runs only."""
+    from .sweep import CONSISTENT, FAILED, NOT_JUDGED, PASSED, VERDICTS
 
     counts = {verdict: sum(row["verdict"] == verdict for row in rows) for verdict in VERDICTS}
     judged = len(rows) - counts[NOT_JUDGED]
     parts = [f"{counts[PASSED]}/{judged} passed" if judged else "none judged"]
-    parts += [f"{counts[v]} {v}" for v in (FAILED, NOT_JUDGED) if counts[v]]
+    parts += [f"{counts[v]} {v}" for v in (CONSISTENT, FAILED, NOT_JUDGED) if counts[v]]
     return ", ".join(parts)
 
 
 def summarise(rows) -> str:
-    """Per experiment: verdict counts, then every run that failed or was not judged, with status and reason."""
-    from .sweep import FAILED, PASSED
+    """Per experiment: verdict counts, then every run that did not pass (failed, consistent or not judged), with
+    status and reason."""
+    from .sweep import CONSISTENT, FAILED, PASSED
 
     lines = []
     experiments = list(dict.fromkeys(row["experiment"] for row in rows))
@@ -214,7 +217,7 @@ def summarise(rows) -> str:
         varying = _varying(mine, exclude=())
         for row in mine:
             if row["verdict"] != PASSED:
-                tag = "FAIL" if row["verdict"] == FAILED else "NOT JUDGED"
+                tag = {FAILED: "FAIL", CONSISTENT: "CONSISTENT"}.get(row["verdict"], "NOT JUDGED")
                 lines.append(f"  {tag} {row['run_id']} {_label(row, varying)}: status={row['status']}; "
                              f"{row['reason']}" + (f" [{row['check_error']}]" if row.get("check_error") else ""))
     return "\n".join(lines)
@@ -257,13 +260,16 @@ def command_run(args) -> int:
     print(summarise(outcome.rows))
     if args.plots:
         write_figures(outcome.out_dir)
-    failed, not_judged = outcome.failed, outcome.not_judged
+    failed, not_judged, consistent = outcome.failed, outcome.not_judged, outcome.consistent
     if failed:
         print(f"{len(failed)} of {len(outcome.rows)} runs failed their check", file=sys.stderr)
         return EXIT_FAILED_CHECKS
     judged = len(outcome.rows) - len(not_judged)
-    print(f"all {judged} judged runs passed" + (f"; {len(not_judged)} not judged (no theory applies to them)"
-                                               if not_judged else ""))
+    passed = judged - len(consistent)
+    print((f"all {judged} judged runs passed" if not consistent else
+           f"no judged run failed: {passed} passed, {len(consistent)} consistent (not yet within tolerance, "
+           "converging at the theory's rate)")
+          + (f"; {len(not_judged)} not judged (no theory applies to them)" if not_judged else ""))
     return 0
 
 

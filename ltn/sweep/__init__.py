@@ -39,5 +39,5 @@ from ._budget import PlateauWarning as PlateauWarning
 from ._executors import (ExecutorError as ExecutorError, LocalExecutor as LocalExecutor, RayExecutor as RayExecutor,
                          SlurmExecutor as SlurmExecutor)
 from ._runner import SweepOutcome as SweepOutcome, run_sweep as run_sweep
-from ._theory import (FAILED as FAILED, NOT_JUDGED as NOT_JUDGED, PASSED as PASSED,
+from ._theory import (CONSISTENT as CONSISTENT, FAILED as FAILED, NOT_JUDGED as NOT_JUDGED, PASSED as PASSED,
                       VERDICTS as VERDICTS)

@@ -39,8 +39,10 @@ FORMATS = ("csv", "parquet")
 _OUTCOME_TYPES = {
     "float": ("final_log_loss", "final_param_norm", "final_beta_norm", "final_margin", "final_grad_norm",
               "final_log_time", "wall_time", "group_wall_time", "cosine", "relative_error", "certificate",
-              "distance_limit_small", "distance_limit_large", "test_error"),
-    "int": ("steps", "accepted_steps", "rejected_steps", "grad_evals", "group_size", "seed"),
+              "distance_limit_small", "distance_limit_large", "test_error", "teacher_error", "margin_ratio",
+              "kkt_distance", "alignment", "fit_residual", "rate_exponent", "rate_exponent_theory",
+              "pass_at_log_loss"),
+    "int": ("steps", "accepted_steps", "rejected_steps", "grad_evals", "group_size", "seed", "rate_points"),
     "bool": ("passed", "prediction_exact"),
     "text": ("run_id", "group_id", "experiment", "task", "loss", "solver_used", "prediction", "check_kind",
              "certificate_name", "reason", "check_error", "limit_small", "limit_large", "precision", "ltn_version",

@@ -52,8 +52,12 @@ OUTCOME_COLUMNS = (
     "check_error",
     # classification certificates (ltn/sweep/_theory.py, docs/theory.md §12)
     "margin_ratio", "kkt_distance", "alignment", "fit_residual",
-    # regression: distances to the alpha -> 0 / alpha -> inf limits and the test error (ltn/sweep/_theory.py)
-    "limit_small", "distance_limit_small", "limit_large", "distance_limit_large", "test_error",
+    # classification: the rate test behind a "consistent" verdict (ltn/sweep/_theory.py, docs/theory.md §12)
+    "rate_exponent", "rate_exponent_theory", "rate_points", "pass_at_log_loss",
+    # regression: distances to the alpha -> 0 / alpha -> inf limits (ltn/sweep/_theory.py)
+    "limit_small", "distance_limit_small", "limit_large", "distance_limit_large",
+    # every run: held-out error and distance to the teacher (ltn.data.error_columns)
+    "test_error", "teacher_error",
 )
 # Per-checkpoint quantities stored for each run.
 TRAJECTORY_FIELDS = ("time", "log_time", "log_loss", "param_norm", "beta_norm", "margin", "grad_norm",

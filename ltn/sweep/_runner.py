@@ -13,6 +13,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
+from ..data import error_columns
 from ..flow import STATUSES, gradient_flow
 from ._budget import warn_short_budgets
 from ._build import file_sha256, init_batch, input_files, network_and_problem
@@ -21,7 +22,7 @@ from ._executors import LocalExecutor
 from ._grid import expand, group_id, group_runs, precision, run_columns, run_id
 from ._progress import Progress, progress_mode
 from ._results import ResultsStore, write_manifest
-from ._theory import FAILED, NOT_JUDGED, check_group
+from ._theory import CONSISTENT, FAILED, NOT_JUDGED, Path, check_group
 
 
 def _optax_optimizer(name: str, learning_rate: float):
@@ -50,6 +51,11 @@ class SweepOutcome:
     @property
     def not_judged(self) -> list:
         return [row for row in self.rows if row["verdict"] == NOT_JUDGED]
+
+    @property
+    def consistent(self) -> list:
+        """Rows whose verdict is "consistent": not yet within tolerance, converging at the theory's rate."""
+        return [row for row in self.rows if row["verdict"] == CONSISTENT]
 
 
 # --- sharding -------------------------------------------------------------------------------------------------
@@ -171,13 +177,29 @@ def _trajectory(records, log_time, i, predicted_beta) -> dict[str, np.ndarray]:
     return {key: np.asarray(value, dtype=float) for key, value in out.items()}
 
 
+def _paths(records, final) -> list[Path]:
+    """Each run's recorded path for the classification checks: its checkpoints, then its end point."""
+    log_loss = np.concatenate([np.asarray(records.log_loss, dtype=float),
+                               np.asarray(final.log_loss, dtype=float)[:, None]], axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        betas = np.concatenate([np.asarray(records.direction) * np.asarray(records.beta_norm)[..., None],
+                                (np.asarray(final.direction) * np.asarray(final.beta_norm)[:, None])[:, None]],
+                               axis=1)
+    return [Path(log_loss[i], betas[i]) for i in range(len(log_loss))]
+
+
 def group_rows(runs, net, problem, params0, result, solver_used, wall) -> tuple[list[dict], dict]:
-    """One results row and one trajectory per run of a solved group (theory checks included)."""
+    """One results row and one trajectory per run of a solved group (theory checks and the errors of
+    `ltn.data.error_columns` included)."""
     rows, trajectories = [], {}
     gid = group_id(runs)
     started = time.perf_counter()
     statuses = [STATUSES[code] for code in np.asarray(result.status).tolist()]
-    outcomes = check_group(net, runs, params0, result.params, result.beta, statuses, problem.X, problem.y)
+    records, log_time = result.trajectory.checkpoints, result.trajectory.log_time
+    paths = _paths(records, result.final) if runs[0].task == "classification" else None
+    outcomes = check_group(net, runs, params0, result.params, result.beta, statuses, problem.X, problem.y,
+                           paths=paths)
+    errors = [error_columns(problem, beta) for beta in np.asarray(result.beta)]
     check_time = (time.perf_counter() - started) / len(runs)
     # Per-run values as Python lists, converted once for the group (not leaf by leaf, run by run).
     final = {name: np.asarray(getattr(result.final, name), dtype=float).tolist()
@@ -186,14 +208,13 @@ def group_rows(runs, net, problem, params0, result, solver_used, wall) -> tuple[
              for name in ("steps", "accepted_steps", "rejected_steps", "grad_evals")}
     solvers = [solver_used] * len(runs) if solver_used else [str(name) for name in result.stats.solver_name]
     final_log_time = np.asarray(result.final_log_time, dtype=float).tolist()
-    records, log_time = result.trajectory.checkpoints, result.trajectory.log_time
     for i, (run, status, outcome) in enumerate(zip(runs, statuses, outcomes)):
         rid = run_id(run)
         row = {**run_columns(run), "run_id": rid, "group_id": gid, "status": status,
                **{f"final_{name}": values[i] for name, values in final.items()},
                "final_log_time": final_log_time[i], **{name: values[i] for name, values in stats.items()},
                "solver_used": solvers[i], "group_size": len(runs), "group_wall_time": wall,
-               **outcome.columns()}
+               **outcome.columns(), **errors[i]}
         # The solve and the checks are shared: each run is charged its share of both.
         row["wall_time"] = wall / len(runs) + check_time
         rows.append(row)

@@ -13,8 +13,9 @@ import numpy as np
 import scipy.optimize
 
 from ..networks import FullyConnected, Network, Odeco
-from ..theory import (MAX_MARGIN_NORMS, Prediction, kkt_distance, kkt_residual, max_margin, min_norm_interpolant,
-                      predict, predict_batch, prediction_margin_ratio, singular_vector_residual)
+from ..theory import (MAX_MARGIN_NORMS, RATE_TOLERANCE, Prediction, RateFit, fit_rate, kkt_distance, kkt_residual,
+                      max_margin, min_norm_interpolant, predict, predict_batch, prediction_margin_ratio,
+                      singular_vector_residual, theory_rate_exponent)
 from ._config import RunSpec
 
 # check_kind values: what the verdict rests on.
@@ -26,9 +27,11 @@ UNAVAILABLE = "unavailable"  # no prediction could be made (see check_error)
 DISABLED = "disabled"
 
 # A run's verdict (the `verdict` column): "passed" / "failed" against a theory that applies to it, or "not judged"
-# where none does (a limit in the initial scale only, a certificate with no tolerance, a disabled check). A run
-# that is not judged is never counted as passed; only "failed" makes `ltn run` exit 1.
-PASSED, FAILED, NOT_JUDGED = VERDICTS = ("passed", "failed", "not judged")
+# where none does (a limit in the initial scale only, a certificate with no tolerance, a disabled check).
+# "consistent" (classification): not yet within the cosine tolerance, but along the recorded path the distance to
+# the prediction falls at the theory's rate and extrapolates below the tolerance (docs/theory.md §12). A run that
+# is not judged, or consistent, is never counted as passed; only "failed" makes `ltn run` exit 1.
+PASSED, CONSISTENT, FAILED, NOT_JUDGED = VERDICTS = ("passed", "consistent", "failed", "not judged")
 
 
 # `check.against` per task: the theory, or the named alternatives that apply (the config lists their union).
@@ -82,6 +85,7 @@ class CheckOutcome:
     predicted_beta: np.ndarray | None = None
     limits: dict = dataclasses.field(default_factory=dict)  # regression: the alpha -> 0 / inf limit columns
     certificates: "Certificates" = dataclasses.field(default_factory=lambda: Certificates())
+    rate: "Rate" = dataclasses.field(default_factory=lambda: Rate())
 
     @property
     def passed(self) -> bool:
@@ -92,8 +96,44 @@ class CheckOutcome:
                 "cosine": self.cosine, "relative_error": self.relative_error, "certificate": self.certificate,
                 "certificate_name": self.certificate_name, "passed": self.passed, "verdict": self.verdict,
                 "reason": self.reason,
-                "check_error": self.check_error, **self.certificates.columns(),
+                "check_error": self.check_error, **self.certificates.columns(), **self.rate.columns(),
                 **{c: self.limits.get(c, LIMIT_DEFAULTS[c]) for c in LIMIT_COLUMNS}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """The rate test of a classification run not yet within its cosine tolerance (docs/theory.md §12): the
+    exponent fitted to its path (`rate_exponent`), the theory's (`rate_exponent_theory`), the number of late
+    checkpoints fitted (`rate_points`) and the log-loss at which the fit reaches the tolerance
+    (`pass_at_log_loss`); NaN where no fit was made."""
+
+    exponent: float = float("nan")
+    exponent_theory: float = float("nan")
+    points: int = 0
+    pass_at_log_loss: float = float("nan")
+
+    def columns(self) -> dict:
+        return {"rate_exponent": self.exponent, "rate_exponent_theory": self.exponent_theory,
+                "rate_points": self.points, "pass_at_log_loss": self.pass_at_log_loss}
+
+
+@dataclasses.dataclass(frozen=True)
+class Path:
+    """The recorded path of one classification run: `log_loss` (K,) and `betas` (K, d) at its checkpoints and
+    end point, in order (entries a run never reached are non-finite)."""
+
+    log_loss: np.ndarray
+    betas: np.ndarray
+
+    def late(self, decades: float = 2.0) -> np.ndarray | None:
+        """The betas with -log L > 1 in the last `decades` decades of -log L, oldest first, for the support
+        detection of the KKT residual (None when there are fewer than two)."""
+        gamma = -np.asarray(self.log_loss, dtype=float)
+        reached = np.isfinite(gamma) & (gamma > 1) & np.all(np.isfinite(self.betas), axis=1)
+        if not reached.any():
+            return None
+        late = reached & (gamma >= gamma[reached].max() / 10**decades)
+        return self.betas[late] if late.sum() >= 2 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,12 +160,11 @@ class Certificates:
 
 
 # Regression only (docs/theory.md §7-8): where the end point sits between the two limits in the initial scale.
-# `limit_small` / `limit_large` name them; `distance_limit_*` is ||beta - limit|| / ||limit||; `test_error` is
-# ||beta - beta*||^2 / ||beta*||^2 when the data have a generating beta* (the population error for isotropic x,
-# relative; Woodworth et al. 2020).
-LIMIT_COLUMNS = ("limit_small", "distance_limit_small", "limit_large", "distance_limit_large", "test_error")
+# `limit_small` / `limit_large` name them; `distance_limit_*` is ||beta - limit|| / ||limit||. (The errors of
+# every run, `test_error` and `teacher_error`, are `ltn.data.error_columns`.)
+LIMIT_COLUMNS = ("limit_small", "distance_limit_small", "limit_large", "distance_limit_large")
 LIMIT_DEFAULTS = {"limit_small": "", "distance_limit_small": float("nan"), "limit_large": "",
-                  "distance_limit_large": float("nan"), "test_error": float("nan")}
+                  "distance_limit_large": float("nan")}
 
 
 def l1_interpolant(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -176,8 +215,6 @@ def group_scale_limits(net: Network, run: RunSpec, params0, X, y) -> list[dict |
 def limit_columns(net: Network, run: RunSpec, params0, beta, X, y, limits=None) -> dict:
     """The LIMIT_COLUMNS of one regression run (NaN where a limit does not apply). `limits`: its entry of
     `group_scale_limits`, if computed already."""
-    from ._build import build_problem
-
     limits = scale_limits(net, run, params0, X, y) if limits is None else limits
     if isinstance(limits, Exception):
         raise limits
@@ -186,9 +223,6 @@ def limit_columns(net: Network, run: RunSpec, params0, beta, X, y, limits=None) 
     for which, (name, limit) in limits.items():
         columns[f"limit_{which}"] = name
         columns[f"distance_limit_{which}"] = float(np.linalg.norm(beta - limit) / max(np.linalg.norm(limit), 1e-300))
-    beta_star = build_problem(run.data, run.task, run.base_dir).beta_star
-    if beta_star is not None and np.linalg.norm(beta_star) > 0:
-        columns["test_error"] = float(np.sum((beta - beta_star) ** 2) / np.sum(beta_star**2))
     return columns
 
 
@@ -215,7 +249,8 @@ def check_group(net: Network, runs: list[RunSpec], params0, params, betas, statu
                 ) -> list[CheckOutcome]:
     """`check_run` for every run of a solved group (params with a leading batch axis). The run-dependent theory
     (regression: exact and lazy limits) is asked for the whole group at once, so regression predictions take one
-    compiled call per group instead of one per run. `paths`: each run's late betas (K, d), or None."""
+    compiled call per group instead of one per run. `paths`: each run's recorded `Path` (classification: for the
+    certificates' support detection and the rate test), or None."""
     member = lambda tree, i: tuple(np.asarray(leaf)[i] for leaf in tree)  # noqa: E731
     precomputed = [None] * len(runs)
     if any(run.check.enabled for run in runs):
@@ -240,10 +275,16 @@ def _prediction(net: Network, run: RunSpec, X, y, params0) -> Prediction:
 
 
 def _group_theory(net: Network, run: RunSpec, params0, X, y):
-    """(predictions, scale limits) of every run of a group: each a list with an entry (or exception) per run."""
+    """(predictions, scale limits, theory rates) of every run of a group: each a list with an entry (or exception)
+    per run. The rate (classification only; None for regression) is `theory_rate_exponent`'s `(exponent, note)`
+    for the network, whatever the run is judged against: it is the flow's rate."""
     size = len(np.asarray(params0[0]))
     if run.task == "classification":  # the limit does not depend on the run
-        return [_guard(lambda: [_prediction(net, run, X, y, None)], 1)[0]] * size, [None] * size
+        (prediction,) = _guard(lambda: [_prediction(net, run, X, y, None)], 1)
+        theory = prediction if run.check.against == "theory" else _guard(lambda: [predict(net, X, y, run.loss)], 1)[0]
+        (rate,) = _guard(lambda: [theory_rate_exponent(net, X, y, theory)] if isinstance(theory, Prediction)
+                         else [(np.nan, f"no theory prediction ({type(theory).__name__}: {theory})")], 1)
+        return [prediction] * size, [None] * size, [rate] * size
     limits = _guard(lambda: group_scale_limits(net, run, params0, X, y), size)
     if run.check.against == "theory":
         predictions = _guard(lambda: predict_batch(real_odeco(net) or net, X, y, loss=run.loss,
@@ -253,7 +294,7 @@ def _group_theory(net: Network, run: RunSpec, params0, X, y):
                              size)
     else:
         predictions = _guard(lambda: [_prediction(net, run, X, y, None)], 1) * size
-    return predictions, limits
+    return predictions, limits, [None] * size
 
 
 def _guard(compute, size: int) -> list:
@@ -268,14 +309,15 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
               ) -> CheckOutcome:
     """Compare one run's final `beta` with the prediction it is judged against (`run.check.against`) and decide
     its verdict with the config's tolerances. A run that did not converge fails, whatever its distance to the
-    prediction. `precomputed`: `(prediction, scale limits)` of this run from `check_group` (each possibly an
-    exception). `path`: the run's late betas, shape (K, d), for the certificates' support detection."""
+    prediction. `precomputed`: `(prediction, scale limits, theory rate)` of this run from `check_group` (each
+    possibly an exception). `path`: the run's recorded `Path` (classification), for the certificates' support
+    detection and, where only the cosine falls short, the rate test that can earn "consistent" (`rate_test`)."""
     if not run.check.enabled:
         return CheckOutcome(check_kind=DISABLED, verdict=NOT_JUDGED, reason="check disabled")
     beta = np.asarray(beta)
     classification = run.task == "classification"
     against = run.check.against
-    prediction, scale = precomputed if precomputed is not None else (None, None)
+    prediction, scale, theory_rate = precomputed if precomputed is not None else (None, None, None)
     limits: dict = {}
     if not classification:
         try:
@@ -295,7 +337,7 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
     measured, certificate_error = Certificates(), ""
     if classification:
         try:
-            measured = certificates(net, run, params, X, y, prediction, path)
+            measured = certificates(net, run, params, X, y, prediction, None if path is None else path.late())
         except Exception as error:  # noqa: BLE001
             certificate_error = f"certificate: {type(error).__name__}: {error}"
     if prediction.beta is None:  # no closed prediction (e.g. partial convolutions): the certificate decides
@@ -322,7 +364,8 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
         kind = DIRECTION if not hypothesis else f"against {against}"
         direction = predicted / predicted_norm if predicted_norm > 0 else predicted
         relative_error = float(np.linalg.norm(beta / max(beta_norm, 1e-300) - direction))
-        if not cosine >= run.check.cosine:
+        short = not cosine >= run.check.cosine
+        if short:
             reasons.append(f"cosine {cosine:.6f} < {run.check.cosine}")
         if run.check.margin is not None and not abs(measured.margin_ratio - 1) <= run.check.margin:
             reasons.append(f"margin ratio {measured.margin_ratio:.6f} not within {run.check.margin:.0e} of 1")
@@ -335,10 +378,51 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
     if kind == DIRECTION and not exact:
         # Against a global optimum, margin_ratio < 1 says the flow's point is another (worse) KKT point.
         kind += " (global optimum)" if prediction.diagnostics["global"] else " (stationary point)"
+    verdict, rate = _verdict(judged, reasons), Rate()
+    if classification and short:
+        if theory_rate is None:
+            theory_rate = _guard(lambda: [theory_rate_exponent(net, X, y, predict(net, X, y, run.loss))], 1)[0]
+        if isinstance(theory_rate, Exception):
+            theory_rate = (np.nan, f"no theory prediction ({type(theory_rate).__name__}: {theory_rate})")
+        rate, earned, message = rate_test(path, direction, run.check.cosine, *theory_rate)
+        reasons.append(message)
+        # Only a run whose sole shortfall is the cosine is slow rather than wrong; the rate covers the direction.
+        if earned and len(reasons) == 2:
+            verdict = CONSISTENT
     return CheckOutcome(prediction=name, check_kind=kind, exact=exact, cosine=cosine,
                         relative_error=relative_error, certificate=measured.value, certificate_name=measured.name,
-                        verdict=_verdict(judged, reasons), reason="; ".join(reasons), check_error=certificate_error,
-                        predicted_beta=predicted, limits=limits, certificates=measured)
+                        verdict=verdict, reason="; ".join(reasons), check_error=certificate_error,
+                        predicted_beta=predicted, limits=limits, certificates=measured, rate=rate)
+
+
+def rate_test(path: Path | None, direction: np.ndarray, cosine: float, exponent_theory: float, theory_note: str
+              ) -> tuple[Rate, bool, str]:
+    """Whether a classification run not yet within `cosine` of the predicted unit `direction` earns
+    "consistent": along its `path` the distance `||u - direction||` (u: the unit beta) falls like
+    `gamma^(-e)` with the fitted e within RATE_TOLERANCE (relative) of the theory's `exponent_theory`, and the fit
+    reaches the tolerance `sqrt(2 (1 - cosine))` at a finite -log L (docs/theory.md §12). Returns the `Rate`
+    columns, whether it is earned, and a reason that says why or why not."""
+    tolerance = float(np.sqrt(2.0 * (1.0 - cosine)))
+    if path is None:
+        return Rate(exponent_theory=exponent_theory), False, "no recorded path: no rate test"
+    betas = np.asarray(path.betas, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        units = betas / np.linalg.norm(betas, axis=1, keepdims=True)
+    fit: RateFit = fit_rate(path.log_loss, np.linalg.norm(units - direction, axis=1), tolerance)
+    rate = Rate(fit.exponent, exponent_theory, fit.points, fit.pass_at_log_loss)
+    if fit.note:
+        return rate, False, f"no rate fit: {fit.note}"
+    fitted = (f"distance ~ (-log L)^({-fit.exponent:.3g}) fitted over -log L in [{fit.gamma_range[0]:.3g}, "
+              f"{fit.gamma_range[1]:.3g}] ({fit.points} checkpoints)")
+    if not np.isfinite(exponent_theory):
+        return rate, False, f"{fitted}; no theory rate to compare: {theory_note}"
+    if not abs(fit.exponent - exponent_theory) <= RATE_TOLERANCE * exponent_theory:
+        return rate, False, (f"{fitted}, not at the theory's rate {exponent_theory:.3g} ({theory_note}; tolerance "
+                             f"{RATE_TOLERANCE:.0%})")
+    if not np.isfinite(fit.pass_at_log_loss):
+        return rate, False, f"{fitted}, the theory's rate, but would not reach cosine {cosine} at a finite log L"
+    return rate, True, (f"consistent: {fitted}, the theory's rate {exponent_theory:.3g} ({theory_note}); would "
+                        f"reach cosine {cosine} at log L = {fit.pass_at_log_loss:.3g}")
 
 
 def _certificate_only(run: RunSpec, status: str, name: str, measured: Certificates, certificate_error: str

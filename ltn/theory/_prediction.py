@@ -149,7 +149,7 @@ def _lq_prediction(S: np.ndarray, X, y, depth: int, suffix: str) -> Prediction:
         solution = weighted_l1_max_margin(Z, y, pairing=pairing)
         certificate = kkt_from_rho(Z, y, solution.rho, 1.0, active_tol=1e-6)
         diagnostics = {**solution.diagnostics, **shared, "rho": solution.rho, "kkt_residual": certificate.residual,
-                       "dual_violation": certificate.dual_violation}
+                       "dual_violation": certificate.dual_violation, "multipliers": solution.multipliers}
         return Prediction(unit(np.real(S.T @ solution.rho)), "l1 max margin" + suffix, True, diagnostics)
     # Conic (complex) solves cost ~10x the LPs: fewer random starts there.
     solution, objectives = stationary_points(Z, y, depth, pairing, random_starts=2 if pairing is not None else 8)

@@ -30,7 +30,9 @@ def test_load_gives_one_typed_row_per_run(tiny_results):
     assert sorted(table["run_id"]) == sorted(run_id(run) for run in expand(sweep))
     dtypes = table.dtypes
     assert all(dtypes[c] == np.float64 for c in ("init.scale", "relative_error", "final_log_loss", "wall_time"))
-    assert all(dtypes[c] == np.int64 for c in ("seed", "network.depth", "steps", "flow.checkpoints"))
+    assert all(dtypes[c] == np.int64 for c in ("seed", "network.depth", "steps", "flow.checkpoints", "rate_points"))
+    assert all(dtypes[c] == np.float64 for c in ("test_error", "teacher_error", "margin_ratio", "rate_exponent",
+                                                 "rate_exponent_theory", "pass_at_log_loss"))
     assert dtypes["passed"] == bool and dtypes["check.enabled"] == bool
     assert list(dtypes["status"].categories) == list(STATUSES) and list(dtypes["verdict"].categories) == list(VERDICTS)
     assert pd.api.types.is_string_dtype(dtypes["run_id"]) and pd.api.types.is_string_dtype(dtypes["experiment"])

@@ -30,12 +30,12 @@ def test_kkt_and_singular_vector_residuals_vanish_at_diagonal_optima(depth):
     prediction = predict(net, X, Y, loss="logistic")
     params = balanced_diagonal_params(prediction.diagnostics["rho"], depth)
     kkt = kkt_residual(net, X, Y, params)
-    assert kkt.residual < 1e-10  # measured ~1e-15
+    assert kkt.residual < 1e-10  # measured 7e-16 (L = 2), 2e-16 (L = 3)
     if depth == 2:
         assert kkt.dual_violation < 1e-9
-    assert singular_vector_residual(net, params, X, Y).residual < 1e-10  # measured ~1e-15
+    assert singular_vector_residual(net, params, X, Y).residual < 1e-10  # measured 2e-16, 3e-16
     moved = perturbed(params)
-    assert kkt_residual(net, X, Y, moved).residual > 1e-3  # measured ~0.1
+    assert kkt_residual(net, X, Y, moved).residual > 1e-3  # measured 0.90 (L = 2), 0.75 (L = 3)
     assert singular_vector_residual(net, moved, X, Y).residual > 1e-3
 
 
@@ -46,7 +46,7 @@ def test_singular_vector_residual_at_fully_connected_max_margin():
     a /= np.linalg.norm(a)
     # Rank-one aligned layers with equal norms: W_1 = beta a^T, W_2 = a, so W_1 W_2 = beta.
     params = (jnp.asarray(np.outer(direction, a)), jnp.asarray(a[:, None]))
-    assert singular_vector_residual(net, params, X, Y).residual < 1e-8  # measured ~1e-10 (QP accuracy)
+    assert singular_vector_residual(net, params, X, Y).residual < 1e-8  # measured 1.6e-12 (QP accuracy)
     assert singular_vector_residual(net, perturbed(params), X, Y).residual > 1e-3
 
 
@@ -59,7 +59,7 @@ def test_certificates_are_scale_free():
         scaled_params = certificate(net, X, Y, tuple(7.5 * v for v in params)).residual
         scaled_data = certificate(net, 0.02 * X, Y, params).residual
         assert base > 1e-4
-        np.testing.assert_allclose([scaled_params, scaled_data], base, rtol=1e-8)  # measured ~1e-14
+        np.testing.assert_allclose([scaled_params, scaled_data], base, rtol=1e-8)  # measured 2e-16
 
 
 def test_points_that_do_not_separate_get_an_infinite_residual():
@@ -91,15 +91,15 @@ def test_kkt_residual_at_optimum_late_point_and_wrong_point(depth):
     # L > 2; a power of -log L for L = 2), the support converged to 1e-7.
     late = rho * (1 + 1e-7 * RNG.standard_normal(8)) + np.where(on, 0.0, 1e-6 * np.abs(rho).max())
     exact, near = kkt_residual(net, X, Y, rho), kkt_residual(net, X, Y, late)
-    assert exact.residual < 1e-10  # measured ~1e-16
+    assert exact.residual < 1e-10  # measured 7e-16 (L = 2), 4e-16 (L = 3)
     np.testing.assert_array_equal(near.support, np.flatnonzero(on))
-    assert near.residual < 1e-5  # measured 1e-7 (L = 2) and 1e-7 (L = 3)
+    assert near.residual < 1e-5  # measured 7e-16 (L = 2), 3e-16 (L = 3)
     if depth == 2:
         assert exact.dual_violation < 1e-9 and near.dual_violation < 1e-5
     else:  # the thresholded support of earlier versions keeps the 1e-6 coordinates: residual ~1
-        assert kkt_residual(net, X, Y, late, support=np.arange(8)).residual > 0.5  # measured 0.98
+        assert kkt_residual(net, X, Y, late, support=np.arange(8)).residual > 0.5  # measured 0.62
     wrong = kkt_residual(net, X, Y, perturbed(balanced_diagonal_params(rho, depth), 0.1))
-    assert wrong.residual > 1e-2  # measured ~0.3
+    assert wrong.residual > 1e-2  # measured 0.92 (L = 2), 0.74 (L = 3)
 
 
 def test_kkt_distance_at_optimum_near_point_and_wrong_point():
@@ -109,7 +109,7 @@ def test_kkt_distance_at_optimum_near_point_and_wrong_point():
     a /= np.linalg.norm(a)
     optimum = (jnp.asarray(np.outer(direction, a)), jnp.asarray(a[:, None]))
     at = kkt_distance(net, optimum, X, Y, "logistic")
-    assert at.distance < 1e-9 and at.newton_residual < 1e-12  # measured 1e-10 (the QP's accuracy), 1e-16
+    assert at.distance < 1e-9 and at.newton_residual < 1e-12  # measured 3e-12 (the QP's accuracy), 4e-16
     # The alignment against its closed form for a linear model: -grad log L = sum_i softmax(-y_i x_i^T w) y_i x_i.
     w = RNG.standard_normal(8)
     weights = np.exp(-Y * (X @ w) - np.max(-Y * (X @ w)))
@@ -118,11 +118,11 @@ def test_kkt_distance_at_optimum_near_point_and_wrong_point():
     linear = kkt_distance(ltn.FullyConnected(8, ()), (jnp.asarray(w[:, None]),), X, Y, "exponential")
     assert linear.alignment == pytest.approx(expected, rel=1e-10)
     near = kkt_distance(net, perturbed(optimum, 1e-4), X, Y, "logistic")
-    assert 1e-6 < near.distance < 1e-3  # measured 4e-5: the distance scales with the perturbation
+    assert 1e-6 < near.distance < 1e-3  # measured 1.0e-4: the distance scales with the perturbation
     # The fit residual reads small at a point whose KKT point is far: it is not a distance.
     far = perturbed(optimum, 0.3)
     distance = kkt_distance(net, far, X, Y, "logistic")
-    assert distance.distance > 1e-2 or distance.distance == np.inf  # measured 0.2
+    assert distance.distance > 1e-2 or distance.distance == np.inf  # measured 0.20
 
 
 def test_margin_ratio_is_one_at_the_optimum_and_below_elsewhere():
@@ -132,5 +132,5 @@ def test_margin_ratio_is_one_at_the_optimum_and_below_elsewhere():
     params = balanced_diagonal_params(rho, 3)
     assert prediction_margin_ratio(net, X, Y, params, prediction) == pytest.approx(1.0, abs=1e-12)
     l2 = predict(ltn.FullyConnected(8, ()), X, Y, loss="logistic").beta
-    assert prediction_margin_ratio(net, X, Y, balanced_diagonal_params(l2, 3), prediction) < 0.9  # measured 0.6
+    assert prediction_margin_ratio(net, X, Y, balanced_diagonal_params(l2, 3), prediction) < 0.9  # measured 0.66
     assert margin_ratio(X, Y, 3.0 * rho, rho, 2 / 3) == pytest.approx(1.0)  # scale-free

@@ -1,0 +1,65 @@
+"""Rates of directional convergence (docs/theory.md §12): the fit on a path, and the theory's exponents checked
+against independent formulations."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+import ltn
+import ltn.data
+from ltn.theory import fit_rate, predict, theory_rate_exponent
+
+
+def test_fit_recovers_a_power_law_and_extrapolates_in_closed_form():
+    gamma = np.geomspace(10, 1e4, 40)
+    distance = 3.0 * gamma**-0.4
+    fit = fit_rate(-gamma, distance, tolerance=1e-3)
+    assert fit.exponent == pytest.approx(0.4, rel=1e-12)
+    assert fit.points == 14  # the last decade of 40 points over three decades
+    # 3 gamma^-0.4 = 1e-3  <=>  gamma = (3e3)^(1/0.4)
+    assert fit.pass_at_log_loss == pytest.approx(-(3e3) ** 2.5, rel=1e-9)
+    # Unreached checkpoints (inf) are skipped; a distance that does not fall extrapolates nowhere.
+    rising = fit_rate(np.concatenate([-gamma, [np.inf, np.nan]]), np.concatenate([0.3 * gamma**0.01, [1.0, 1.0]]),
+                      1e-3)
+    assert rising.exponent == pytest.approx(-0.01, rel=1e-9) and np.isnan(rising.pass_at_log_loss)
+    assert rising.points == 14
+
+
+def test_too_few_late_checkpoints_give_no_fit():
+    gamma = np.geomspace(10, 1e4, 12)  # 4 points in the last decade
+    fit = fit_rate(-gamma, gamma**-0.5, 1e-3)
+    assert np.isnan(fit.exponent) and fit.points == 4 and "needs 5" in fit.note
+    clustered = fit_rate(-np.linspace(900, 1000, 20), np.ones(20), 1e-3)  # many points, a factor 1.1 in gamma
+    assert np.isnan(clustered.exponent) and "spanning a factor" in clustered.note
+    assert "no checkpoint" in fit_rate(-np.ones(5) * 0.5, np.ones(5), 1e-3).note  # -log L <= 1 everywhere
+
+
+def test_l1_rate_exponent_from_an_independent_dual_lp():
+    # The dual of min ||rho||_1 s.t. y_i z_i^T rho >= 1 is max sum nu s.t. ||sum_i nu_i y_i z_i||_inf <= 1,
+    # nu >= 0; solved here as its own LP, and the exponent is 1 - max |g_j| off the primal's support.
+    problem = ltn.data.separable_classification(3, 10, 6, margin=1.0)
+    net = ltn.Diagonal(6, 2)
+    A = problem.y[:, None] * problem.X
+    dual = scipy.optimize.linprog(-np.ones(10), A_ub=np.vstack([A.T, -A.T]), b_ub=np.ones(12), bounds=(0, None),
+                                  method="highs")
+    g = np.abs(A.T @ dual.x)
+    rho = predict(net, problem.X, problem.y, "exponential").diagnostics["rho"]
+    off = rho == 0
+    exponent, note = theory_rate_exponent(net, problem.X, problem.y, predict(net, problem.X, problem.y, "logistic"))
+    assert off.sum() == 3 and exponent == pytest.approx(1 - g[off].max(), abs=1e-9)
+    assert exponent == pytest.approx(0.328214, abs=1e-6) and "l1 dual" in note
+
+
+def test_rate_exponents_of_the_other_families():
+    problem = ltn.data.separable_classification(0, 4, 6, margin=1.0)
+    X, y = problem.X, problem.y
+    for net, expected in ((ltn.FullyConnected(6, (3, 3)), 1 / 3), (ltn.FullyConnected(6, ()), 1.0),
+                          (ltn.Diagonal(6, 3), 1.0)):
+        assert theory_rate_exponent(net, X, y, predict(net, X, y, "exponential"))[0] == pytest.approx(expected)
+    # No part off the span of the data (n >= d): no rate; no closed prediction (partial filters): no rate.
+    wide = ltn.data.separable_classification(0, 8, 6, margin=1.0)
+    dense = ltn.FullyConnected(6, (3,))
+    exponent, note = theory_rate_exponent(dense, wide.X, wide.y, predict(dense, wide.X, wide.y, "exponential"))
+    assert np.isnan(exponent) and "span" in note
+    partial = ltn.Convolutional(6, 3, (2, 2))
+    assert np.isnan(theory_rate_exponent(partial, X, y, predict(partial, X, y, "exponential"))[0])

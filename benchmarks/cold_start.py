@@ -91,7 +91,7 @@ def worker(config: str, out: str) -> dict:
                 seconds[phase] += time.perf_counter() - start
         return wrapper
 
-    runner.solve_group = timed("solve", runner.solve_group)
+    runner._solve_part = timed("solve", runner._solve_part)
     runner.check_group = timed("checks", runner.check_group)
     runner.write_manifest = timed("write", runner.write_manifest)
     ResultsStore.append = timed("write", ResultsStore.append)

@@ -190,7 +190,7 @@ def test_rows_already_on_disk_are_not_appended_again(finished, tmp_path, monkeyp
     """Defensive: a writer that ignored the lock finished the same runs while this sweep solved them."""
     sweep, done = finished
     out = tmp_path / "out"
-    solve = _runner.solve_group
+    solve = _runner._solve_part
 
     def solve_while_another_writer_finishes(*args, **kwargs):
         result = solve(*args, **kwargs)
@@ -198,7 +198,7 @@ def test_rows_already_on_disk_are_not_appended_again(finished, tmp_path, monkeyp
             shutil.copy(done / name, out / name)
         return result
 
-    monkeypatch.setattr(_runner, "solve_group", solve_while_another_writer_finishes)
+    monkeypatch.setattr(_runner, "_solve_part", solve_while_another_writer_finishes)
     outcome = run_sweep(sweep, str(out), progress=False)
     ids = [row["run_id"] for row in read_rows(str(out))]
     assert len(ids) == 2 == len(set(ids)) and len(outcome.rows) == 2
@@ -278,7 +278,7 @@ def test_an_intact_folder_is_not_touched(finished, tmp_path, recwarn):
 def _no_compute(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("computed before the results folder was found unusable")
-    monkeypatch.setattr(_runner, "solve_group", fail)
+    monkeypatch.setattr(_runner, "_solve_part", fail)
 
 
 def test_an_unwritable_out_is_a_named_error_before_compute(tmp_path, monkeypatch):

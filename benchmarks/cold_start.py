@@ -35,6 +35,7 @@ import time
 from collections import Counter, defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(ROOT, "configs", "quickstart.toml")
 PHASES = ("process", "process CPU", "import", "solve", "checks", "write", "trace", "lower", "compile")
 
 
@@ -175,7 +176,7 @@ def program_table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "quickstart.toml"))
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-cache", action="store_true", help="both runs with the compilation cache off")
     parser.add_argument("--programs", action="store_true", help="list every program of the last cold/warm run")
@@ -187,30 +188,37 @@ def main() -> None:
         with open(report, "w") as file:
             json.dump(result, file)
         return
+    print(cold_start(args.config, args.repeats, args.no_cache, args.programs))
+
+
+def cold_start(config: str = DEFAULT_CONFIG, repeats: int = 3, no_cache: bool = False, programs: bool = False
+               ) -> str:
+    """The markdown report of `repeats` cold/warm pairs of `ltn run CONFIG` (see the module docstring)."""
     cold, warm = [], []
     with tempfile.TemporaryDirectory(prefix="ltn-cold-start-") as scratch:
-        for repeat in range(args.repeats):
-            cache = "" if args.no_cache else os.path.join(scratch, f"cache{repeat}")
-            cold.append(run_process(args.config, os.path.join(scratch, f"cold{repeat}"), cache))
-            warm.append(run_process(args.config, os.path.join(scratch, f"warm{repeat}"), cache))
+        for repeat in range(repeats):
+            cache = "" if no_cache else os.path.join(scratch, f"cache{repeat}")
+            cold.append(run_process(config, os.path.join(scratch, f"cold{repeat}"), cache))
+            warm.append(run_process(config, os.path.join(scratch, f"warm{repeat}"), cache))
             print(f"repeat {repeat}: cold {cold[-1]['process']:.1f} s, warm {warm[-1]['process']:.1f} s",
                   file=sys.stderr)
             differing = same_results(cold[-1]["out"], warm[-1]["out"])
             if differing:
                 raise SystemExit(f"the warm run's results differ from the cold run's in {differing}")
-    labels = ("first run, no cache", "second run, no cache") if args.no_cache else ("cold (empty cache)",
-                                                                                    "warm (second run)")
-    print(f"`ltn run {os.path.relpath(args.config, ROOT)}`, {args.repeats} repeat(s), median (range), seconds\n")
-    print(table({labels[0]: cold, labels[1]: warm}))
+    labels = ("first run, no cache", "second run, no cache") if no_cache else ("cold (empty cache)",
+                                                                               "warm (second run)")
+    out = [f"`ltn run {os.path.relpath(config, ROOT)}`, {repeats} repeat(s), median (range), seconds\n",
+           table({labels[0]: cold, labels[1]: warm})]
     for label, runs in zip(labels, (cold, warm)):
         missing = Counter(f"{message.split(' because ')[1].split(' (')[0]}: {message.split(chr(39))[1]}"
                           for message in runs[-1]["not_cached"])
-        if missing and not args.no_cache:
-            print(f"\n{label}, last repeat: programs not written to the cache\n"
-                  + "\n".join(f"- {count} x {reason}" for reason, count in sorted(missing.items())))
-    if args.programs:
+        if missing and not no_cache:
+            out.append(f"\n{label}, last repeat: programs not written to the cache\n"
+                       + "\n".join(f"- {count} x {reason}" for reason, count in sorted(missing.items())))
+    if programs:
         for label, runs in zip(labels, (cold, warm)):
-            print(f"\n{label}, last repeat, per program:\n\n{program_table(runs[-1])}")
+            out.append(f"\n{label}, last repeat, per program:\n\n{program_table(runs[-1])}")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

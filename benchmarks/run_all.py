@@ -10,7 +10,9 @@ two sides each in a fresh process of their own, so that cold compiles are honest
    loop, NumPy, one run at a time) vs ltn's compiled GD and ltn's flow, on the same problem;
 5. classification: direction to the l1 max-margin solution and log-loss reached, flow vs GD (benchmarks/flow.py);
 6. reach: the stiff cases of issue 13 (small scales at depth 3-4, Woodworth at alpha = 1e-4, classification far
-   out in log-loss), ltn vs scipy LSODA and Radau with the exact Jacobian (benchmarks/reach.py).
+   out in log-loss), ltn vs scipy LSODA and Radau with the exact Jacobian (benchmarks/reach.py);
+7. cold start: the quick start's `ltn run` in fresh processes, with an empty and a warm compilation cache, split
+   into import, tracing, lowering, compilation and solves (benchmarks/cold_start.py).
 Sections 1-5 take about 3 minutes on 2 CPU cores; section 6 up to the scipy cap (`--scipy-cap`, 300 s) per
 unfinished scipy solve, so it can take half an hour. `--quick` shrinks every section (for a smoke test).
 """
@@ -121,6 +123,13 @@ def section_reach(quick: bool, cap_s: float) -> str:
     return reach.reach(quick=quick, cap_s=cap_s)
 
 
+def section_cold_start(repeats: int) -> str:
+    from cold_start import cold_start
+
+    return "### Cold start: `ltn run configs/quickstart.toml` in a fresh process, empty cache then warm\n\n" + \
+        cold_start(repeats=repeats) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
@@ -138,7 +147,8 @@ def main(argv=None):
              ("theory", lambda: section_theory(200, 20, 0.1, 200) if args.quick else section_theory(400, 40, 0.1, 300)),
              ("reference", lambda: section_reference(20_000 if args.quick else 200_000)),
              ("classification", lambda: "" if args.quick else section_classification()),
-             ("reach", lambda: section_reach(args.quick, args.scipy_cap))]
+             ("reach", lambda: section_reach(args.quick, args.scipy_cap)),
+             ("cold start", lambda: section_cold_start(1 if args.quick else 3))]
     for name, run in steps:
         t0 = time.perf_counter()
         text = run()

@@ -132,7 +132,6 @@ def test_executor_table_and_flags(tmp_path, capsys):
 
 @pytest.mark.slow  # submitit's job processes import JAX and compile: ~20 s on 2 shared cores
 def test_run_with_the_slurm_executor_on_submitits_local_cluster(tmp_path, config):
-    pytest.importorskip("submitit")
     local, jobs = tmp_path / "local", tmp_path / "jobs"
     assert main(["run", str(config), "--out", str(local), "--no-progress", "--set", "experiment.1.seeds=[0]"]) in (0, 1)
     cluster = tmp_path / "cluster.toml"

@@ -10,15 +10,14 @@ import warnings
 
 import numpy as np
 import pytest
+import ray  # the [ray] and [slurm] extras are part of [test]: a missing one fails here, it is never skipped
+import submitit  # noqa: F401
 
 from ltn.sweep import RayExecutor, SlurmExecutor, loads_config, read_rows, read_trajectories, run_sweep
 
 pytestmark = pytest.mark.slow  # worker processes start, import JAX and compile: about 2.5 min on 2 shared cores
-ray = pytest.importorskip("ray")
-submitit = pytest.importorskip("submitit")
 
-# Regression only: classification solves call back into Python and are never in the compilation cache, which
-# the workers share (each worker process would compile them again).
+# Regression only, to keep the workers' compiles short (they share the driver's compilation cache).
 CONFIG = textwrap.dedent("""
     name = "executors"
     task = "regression"

@@ -69,7 +69,6 @@ def test_trajectories_in_long_form_join_the_runs(tiny_results):
 
 
 def test_parquet_round_trip_and_stale_files_refused(tiny_results, tmp_path):
-    pytest.importorskip("pyarrow")
     out = tmp_path / "out"
     shutil.copytree(tiny_results[1], out)
     with pytest.raises(ResultsError, match="no such file; write it with ltn.sweep.to_parquet"):

@@ -23,6 +23,8 @@ EXACT = "exact"  # regression: the flow's limit itself is predicted; passes on r
 LIMIT = "limit"  # regression: only a limit in the initial scale is predicted; reported, not judged
 DIRECTION = "direction"  # classification: predicted direction plus certificate
 CERTIFICATE = "certificate"  # classification without a closed prediction: the certificate alone decides
+# classification, odeco depth > 2: the end point is certified a KKT point, another than the predicted one
+STATIONARY = "stationary point (certificate)"
 UNAVAILABLE = "unavailable"  # no prediction could be made (see check_error)
 DISABLED = "disabled"
 
@@ -347,6 +349,7 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
     cosine = float(beta @ predicted / (beta_norm * predicted_norm)) if beta_norm > 0 and predicted_norm > 0 \
         else float("nan")
     reasons = [] if status == "converged" else [f"status {status}"]
+    notes = []  # said in `reason`, but not against the verdict
     judged = True
     hypothesis = against != "theory"
     if run.task == "regression":
@@ -365,16 +368,26 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
         direction = predicted / predicted_norm if predicted_norm > 0 else predicted
         relative_error = float(np.linalg.norm(beta / max(beta_norm, 1e-300) - direction))
         short = not cosine >= run.check.cosine
-        if short:
-            reasons.append(f"cosine {cosine:.6f} < {run.check.cosine}")
-        if run.check.margin is not None and not abs(measured.margin_ratio - 1) <= run.check.margin:
-            reasons.append(f"margin ratio {measured.margin_ratio:.6f} not within {run.check.margin:.0e} of 1")
+        certified = None
         # The certificates belong to the theory: an alternative is judged on direction and margin only.
         if run.check.certificate is not None and not hypothesis:
+            certified = bool(measured.name) and measured.value <= run.check.certificate
             if not measured.name:
                 reasons.append("no certificate")
-            elif not measured.value <= run.check.certificate:
+            elif not certified:
                 reasons.append(f"{measured.name} {measured.value:.2e} > {run.check.certificate:.0e}")
+        if certified and short and _stationarity_only(net, exact):
+            # Depth > 2 odeco: the theorem is that the limit is *a* KKT point of the l_{2/L} problem, and the
+            # certificate says the end point is one; the prediction is the best KKT point found, so a flow
+            # elsewhere is at another stationary point, which the theory allows (the margin ratio says how good).
+            kind, short = STATIONARY, False
+            notes.append(f"another KKT point than the prediction (cosine {cosine:.6f}, margin ratio "
+                         f"{measured.margin_ratio:.4f}): the theory asserts a stationary point only")
+        if short:
+            reasons.append(f"cosine {cosine:.6f} < {run.check.cosine}")
+        if kind != STATIONARY and run.check.margin is not None and \
+                not abs(measured.margin_ratio - 1) <= run.check.margin:
+            reasons.append(f"margin ratio {measured.margin_ratio:.6f} not within {run.check.margin:.0e} of 1")
     if kind == DIRECTION and not exact:
         # Against a global optimum, margin_ratio < 1 says the flow's point is another (worse) KKT point.
         kind += " (global optimum)" if prediction.diagnostics["global"] else " (stationary point)"
@@ -391,8 +404,14 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
             verdict = CONSISTENT
     return CheckOutcome(prediction=name, check_kind=kind, exact=exact, cosine=cosine,
                         relative_error=relative_error, certificate=measured.value, certificate_name=measured.name,
-                        verdict=verdict, reason="; ".join(reasons), check_error=certificate_error,
+                        verdict=verdict, reason="; ".join(reasons + notes), check_error=certificate_error,
                         predicted_beta=predicted, limits=limits, certificates=measured, rate=rate)
+
+
+def _stationarity_only(net: Network, exact: bool) -> bool:
+    """Whether the classification theory for `net` names a KKT point, not a unique direction: odeco networks of
+    depth > 2, whose l_{2/L} max-margin problem is not convex (docs/theory.md §6)."""
+    return not exact and net.depth > 2 and net.odeco is not None
 
 
 def rate_test(path: Path | None, direction: np.ndarray, cosine: float, exponent_theory: float, theory_note: str
@@ -409,7 +428,8 @@ def rate_test(path: Path | None, direction: np.ndarray, cosine: float, exponent_
     with np.errstate(invalid="ignore", divide="ignore"):
         units = betas / np.linalg.norm(betas, axis=1, keepdims=True)
     fit: RateFit = fit_rate(path.log_loss, np.linalg.norm(units - direction, axis=1), tolerance)
-    rate = Rate(fit.exponent, exponent_theory, fit.points, fit.pass_at_log_loss)
+    # The extrapolated pass point means something only where the fit is at the theory's rate (set at the end).
+    rate = Rate(fit.exponent, exponent_theory, fit.points)
     if fit.note:
         return rate, False, f"no rate fit: {fit.note}"
     fitted = (f"distance ~ (-log L)^({-fit.exponent:.3g}) fitted over -log L in [{fit.gamma_range[0]:.3g}, "
@@ -421,6 +441,7 @@ def rate_test(path: Path | None, direction: np.ndarray, cosine: float, exponent_
                              f"{RATE_TOLERANCE:.0%})")
     if not np.isfinite(fit.pass_at_log_loss):
         return rate, False, f"{fitted}, the theory's rate, but would not reach cosine {cosine} at a finite log L"
+    rate = dataclasses.replace(rate, pass_at_log_loss=fit.pass_at_log_loss)
     return rate, True, (f"consistent: {fitted}, the theory's rate {exponent_theory:.3g} ({theory_note}); would "
                         f"reach cosine {cosine} at log L = {fit.pass_at_log_loss:.3g}")
 

@@ -1,5 +1,6 @@
 """Verdicts end to end: a run no theory judges is "not judged" (never "passed"), as a user sees it from `ltn run`."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -137,3 +138,39 @@ def test_a_slow_flow_is_consistent_and_a_wrong_hypothesis_fails(tmp_path, capsys
     (control,) = load(tmp_path / "l2").to_dict("records")
     assert control["verdict"] == "failed" and "not at the theory's rate" in control["reason"]
     assert abs(control["rate_exponent"]) < 0.05  # measured -0.019
+    assert np.isnan(control["pass_at_log_loss"])  # an extrapolation off the theory's rate means nothing
+
+
+# --- depth > 2 odeco: the theory names a KKT point, not a direction --------------------------------------------
+
+# Diagonal L = 3 on a d = 5 problem with two KKT points: the one reached from the l1 solution (objective 1.8590)
+# and the global optimum that vertex enumeration finds (1.6905), which `predict` returns.
+STATIONARY_DATA = ltn.data.separable_classification(2, 4, 5)
+
+
+def _judge_depth3(params, check: str):
+    net = ltn.Diagonal(5, 3)
+    text = ('task = "classification"\ndata = { kind = "separable", n = 4, d = 5, seed = 2 }\n'
+            f'network = {{ kind = "diagonal", depth = 3 }}\ncheck = {check}\n')
+    (run,) = expand(loads_config(text))
+    X, y = STATIONARY_DATA.X, STATIONARY_DATA.y
+    return _theory.check_run(net, run, None, params, np.asarray(net.beta(params)), "converged", X, y)
+
+
+def test_another_kkt_point_passes_on_its_certificate_where_only_stationarity_is_claimed():
+    from ltn.theory._classification import lp_stationary_point
+
+    X, y = np.asarray(STATIONARY_DATA.X), np.asarray(STATIONARY_DATA.y)
+    other = lp_stationary_point(X, y, 3).rho  # from the l1 solution
+    balanced = np.abs(other) ** (1 / 3)
+    at_other = tuple(jnp.asarray(layer) for layer in (np.sign(other) * balanced, balanced, balanced))
+    judged = _judge_depth3(at_other, "{ cosine = 0.9999, certificate = 1e-6 }")
+    assert judged.verdict == "passed" and judged.check_kind == "stationary point (certificate)"
+    assert judged.certificate < 1e-9 and judged.certificates.margin_ratio < 0.95  # measured 2.2e-16, 0.867
+    assert "another KKT point" in judged.reason
+    # Negative controls: without a certificate tolerance the direction decides, and a point that is no KKT point
+    # fails on its certificate.
+    assert _judge_depth3(at_other, "{ cosine = 0.9999 }").verdict == "failed"
+    moved = tuple(layer * jnp.asarray([1.0, 1.0, 1.0, 1.2, 1.0]) for layer in at_other)  # a support coordinate
+    off = _judge_depth3(moved, "{ cosine = 0.9999, certificate = 1e-6 }")
+    assert off.verdict == "failed" and "kkt" in off.reason  # measured residual 0.47

@@ -155,6 +155,11 @@ class Certificates:
     alignment: float = float("nan")
     fit_residual: float = float("nan")
     margin_ratio: float = float("nan")
+    note: str = ""  # why the judged certificate is inf, where it is
+
+    def failure(self, tolerance: float) -> str:
+        """The reason a certificate above `tolerance` gives, with the certificate's own note."""
+        return f"{self.name} {self.value:.2e} > {tolerance:.0e}" + (f" ({self.note})" if self.note else "")
 
     def columns(self) -> dict:
         return {"margin_ratio": self.margin_ratio, "kkt_distance": self.kkt_distance, "alignment": self.alignment,
@@ -234,17 +239,17 @@ def certificates(net: Network, run: RunSpec, params, X, y, prediction: Predictio
     ratio's reference (None: no ratio). `path`: earlier betas of the flow, shape (K, d), oldest first, for the
     support detection of the KKT residual (odeco nets with a square S)."""
     distance = kkt_distance(net, params, X, y, run.loss)
-    value, name = distance.distance, "kkt_distance"
+    value, name, note = distance.distance, "kkt_distance", distance.note
     if net.odeco is not None:
         S = net.odeco[0]
         square = S.shape[0] == S.shape[1]
         kkt = kkt_residual(net, X, y, params, path=path if square else None)
-        value, name = max(kkt.residual, kkt.dual_violation or 0.0), "kkt"
+        value, name, note = max(kkt.residual, kkt.dual_violation or 0.0), "kkt", kkt.note
     ratio = float("nan")
     if prediction is not None and prediction.beta is not None:
         ratio = prediction_margin_ratio(net, X, y, params, prediction)
     return Certificates(value, name, distance.distance, distance.alignment,
-                        singular_vector_residual(net, params, X, y).residual, ratio)
+                        singular_vector_residual(net, params, X, y).residual, ratio, note)
 
 
 def check_group(net: Network, runs: list[RunSpec], params0, params, betas, statuses, X, y, paths=None
@@ -375,7 +380,7 @@ def check_run(net: Network, run: RunSpec, params0, params, beta, status: str, X,
             if not measured.name:
                 reasons.append("no certificate")
             elif not certified:
-                reasons.append(f"{measured.name} {measured.value:.2e} > {run.check.certificate:.0e}")
+                reasons.append(measured.failure(run.check.certificate))
         if certified and short and _stationarity_only(net, exact):
             # Depth > 2 odeco: the theorem is that the limit is *a* KKT point of the l_{2/L} problem, and the
             # certificate says the end point is one; the prediction is the best KKT point found, so a flow
@@ -458,7 +463,7 @@ def _certificate_only(run: RunSpec, status: str, name: str, measured: Certificat
         return dataclasses.replace(outcome, verdict=NOT_JUDGED,
                                    reason="no closed prediction: set check.certificate to judge the certificate")
     if not measured.value <= run.check.certificate:
-        reasons.append(f"{measured.name} {measured.value:.2e} > {run.check.certificate:.0e}")
+        reasons.append(measured.failure(run.check.certificate))
     return dataclasses.replace(outcome, verdict=_verdict(True, reasons), reason="; ".join(reasons))
 
 

@@ -262,13 +262,14 @@ def _draw_ends(axis, frame, labels, series, quantity: Quantity, x: Axis) -> list
         colour = tab10(s % 10)
         points = sorted(set(xs[mine]))
         axis.plot(points, [np.mean(ys[mine & (xs == p)]) for p in points], "-", color=colour, lw=1.1, label=label)
-        for verdict, marker, fill in (("passed", "o", None), ("not judged", "o", "none"), ("failed", "x", None)):
+        for verdict, marker, fill in (("passed", "o", None), ("consistent", "^", None), ("not judged", "o", "none"),
+                                      ("failed", "x", None)):
             chosen = mine & (verdicts == verdict)
             if chosen.any():
                 axis.plot(xs[chosen], ys[chosen], marker, color=colour, ms=4, mfc=fill)
         drawn += list(ys[mine])
     if drawn:
-        axis.legend(fontsize=7, title="open: not judged, x: failed", title_fontsize=6)
+        axis.legend(fontsize=7, title="open: not judged, triangle: consistent, x: failed", title_fontsize=6)
     return drawn
 
 

@@ -83,11 +83,11 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
             of beta still to come, `||dbeta[J^+ r]||`, is at most `xtol ||beta||`; `stalled` where the gradient is
             exactly zero short of that (docs/theory.md §11). `gtol`: where
             `||grad L|| <= gtol ||X||_2 ||y|| ||theta||^(L-1)` that test is tried at once (a small gradient alone
-            never stops a run). `target_log_loss`, `target_norm`: classification stops, located on the step's dense output
-            (default `target_log_loss=-100`; a target met at the start ends the run there, with 0 steps).
-            `checkpoints`: number of records at geometrically spaced times (classification also
-            records where -log L first reaches each 10^(k/10), k = 0..120). `reparametrize`: classification integrates the
-            rescaled, well-conditioned path (False: plain time, for checks on short horizons).
+            never stops a run). `target_log_loss`, `target_norm`: classification stops, located on the step's
+            dense output (default `target_log_loss=-100`; a target met at the start ends the run there, with 0
+            steps). `checkpoints`: number of records at geometrically spaced times (classification also records
+            where -log L first reaches each 10^(k/10), k = 0..120). `reparametrize`: classification integrates
+            the rescaled, well-conditioned path (False: plain time, for checks on short horizons).
 
     Returns:
         A `FlowResult` (with a leading batch axis if `params0` had one).
@@ -111,7 +111,7 @@ def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, 
     start = params0 if start is None else start
     t0 = jnp.zeros(batch) if t0 is None else t0
     active = jnp.ones(batch, bool) if active is None else active
-    static = (opts.solver, opts.max_steps, opts.checkpoints, opts.reparametrize)
+    static = (opts.solver, opts.checkpoints, opts.reparametrize)
     return _compiled_flow(net, loss, *static)(params0, start, t0, active, X, y, opts)
 
 
@@ -158,10 +158,9 @@ def _joined(first: Leg, second: Leg, continued) -> Leg:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, checkpoints: int,
-                   reparametrize: bool):
-    """The compiled leg of one (network, loss, method, budget, grid) combination; tolerances, budgets in time
-    and targets are run-time values of `FlowOptions`."""
+def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, reparametrize: bool):
+    """The compiled leg of one (network, loss, method, grid) combination; tolerances, budgets and targets are
+    run-time values of `FlowOptions` (so `auto`'s explicit probe and an explicit continuation share a program)."""
     objective = Objective(net, loss)
     regression = objective.task == "regression"
     depth = net.depth
@@ -207,7 +206,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
 
     def leg(params, t, records, level_records, status, steps, accepted, out_of_steps, recent_step, args):
         final = checkpoint(t, params, args)
-        return Leg(params=params, t=t, records=records, level_records=level_records, final=final, status=status, steps=steps, accepted=accepted,
+        return Leg(params=params, t=t, records=records, level_records=level_records, final=final, status=status,
+                   steps=steps, accepted=accepted,
                    grad_evals=jnp.asarray(flow_solver.grad_evals(steps)), solver=jnp.full_like(steps, solver_code),
                    out_of_steps=out_of_steps, recent_step=recent_step)
 
@@ -239,8 +239,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
         t_max, save_ts = jax.vmap(lambda p: time_grid(p, args, opts))(params0)
         end = lockstep_solve(field, stationary, lambda t, v: checkpoint(t, unravel(v), args), flatten(start),
                              solver=method, rtol=opts.rtol, atol=opts.atol, t_max=t_max, save_ts=save_ts,
-                             max_steps=max_steps, settled=settled, settle_every=tries_every(X.shape[0]), hint=hint,
-                             t0=t0, active=active)
+                             max_steps=opts.max_steps, settled=settled, settle_every=tries_every(X.shape[0]),
+                             hint=hint, t0=t0, active=active)
         params = unflatten(end.y)
         no_levels = jax.tree_util.tree_map(lambda leaf: leaf[:, :0], end.records)
         legs = jax.vmap(leg, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0, None))(
@@ -287,7 +287,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, max_steps: int, ch
                                   opts.target_norm - tree_norm(params)])
 
         end = stepped_solve(field, start, t0, method=method, rtol=opts.rtol, atol=opts.atol, t_max=t_max,
-                            max_steps=max_steps, record=lambda t, params: checkpoint(t, params, args), save_ts=ts,
+                            max_steps=opts.max_steps, record=lambda t, params: checkpoint(t, params, args), save_ts=ts,
                             levels=levels, level_of=lambda params: objective.log_loss(params, X, y),
                             crossings=crossings, settled=settled, active=active)
         out = leg(end.y, end.t, end.records, end.level_records, 0, end.steps, end.accepted,

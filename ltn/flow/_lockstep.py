@@ -66,7 +66,7 @@ def lockstep_solve(
     atol,
     t_max: Float[Array, " batch"],
     save_ts: Float[Array, "batch k"],
-    max_steps: int,
+    max_steps,
     settled: Callable | None = None,
     settle_every: int = 1,
     hint: Callable | None = None,

@@ -1,8 +1,9 @@
 """The options of a flow or descent run: one typed pytree for both entry points.
 
-Static fields (the solver, budgets that size loops, the number of checkpoints) are part of the pytree structure,
-so a change compiles a new program; every tolerance, time budget and target is a leaf, a run-time value, so
-changing it reuses the compiled program. Optional values are stored in a form a compiled program can test:
+Static fields (the solver, the number of checkpoints, descent's step scaling and optimiser) are part of the
+pytree structure, so a change compiles a new program; every tolerance, budget and target is a leaf, a run-time
+value, so changing it reuses the compiled program (descent, whose checkpoint grid is laid out over its step
+budget, compiles per `max_steps`). Optional values are stored in a form a compiled program can test:
 `t_max` NaN for the default budget, `target_log_loss = -inf` / `target_norm = inf` when not set,
 `learning_rate` NaN for a custom optimiser.
 """
@@ -35,19 +36,19 @@ def _given(value):
 class FlowOptions(eqx.Module):
     """Options of `gradient_flow` and `gradient_descent` (docs/theory.md §9-§11).
 
-    Static: `solver` (one of `SOLVERS`, or "descent"), `max_steps` (step budget), `checkpoints` (number of
-    recorded summaries), `reparametrize` (classification: integrate the rescaled path), `step_scaling` and
-    `optimizer` (descent). Dynamic: `rtol`, `atol` (step-size controller), `gtol`, `xtol`, `residual_tol` (the
-    regression certificate), `t_max` (time budget), `target_log_loss`, `target_norm` (classification stops),
-    `learning_rate` (descent).
+    Static: `solver` (one of `SOLVERS`, or "descent"), `checkpoints` (number of recorded summaries),
+    `reparametrize` (classification: integrate the rescaled path), `step_scaling` and `optimizer` (descent).
+    Dynamic: `max_steps` (step budget), `rtol`, `atol` (step-size controller), `gtol`, `xtol`, `residual_tol`
+    (the regression certificate), `t_max` (time budget), `target_log_loss`, `target_norm` (classification
+    stops), `learning_rate` (descent).
     """
 
     solver: str = eqx.field(static=True, default="auto")
-    max_steps: int = eqx.field(static=True, default=100_000)
     checkpoints: int = eqx.field(static=True, default=128)
     reparametrize: bool = eqx.field(static=True, default=True)
     step_scaling: str = eqx.field(static=True, default="none")
     optimizer: Any = eqx.field(static=True, default=None)
+    max_steps: int = 100_000
     rtol: float = 1e-11
     atol: float = 1e-13
     gtol: float = GTOL

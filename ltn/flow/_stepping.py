@@ -81,7 +81,7 @@ def stepped_solve(
     rtol,
     atol,
     t_max: Float[Array, ""],
-    max_steps: int,
+    max_steps: Int[Array, ""],
     record: Callable,
     save_ts: Float[Array, " k"],
     levels: Float[Array, " m"],

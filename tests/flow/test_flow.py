@@ -192,9 +192,9 @@ def test_batch_runs_under_one_compile_and_matches_single_runs():
     batch = jax.vmap(lambda k: DIAG2.init(k, scale=0.4))(keys)
     before = _gradient_flow.TRACE_COUNT["flow"]
     batched = ltn.gradient_flow(DIAG2, batch, REG.X, REG.y, "squared")
-    # tolerances and budgets in time are run-time values of the options: new ones reuse the compiled program
+    # tolerances and budgets (steps, time) are run-time values of the options: new ones reuse the program
     batched_again = ltn.gradient_flow(DIAG2, jax.tree_util.tree_map(lambda p: 2 * p, batch), REG.X, REG.y,
-                                      rtol=1e-10, xtol=1e-9, t_max=1e6)
+                                      rtol=1e-10, xtol=1e-9, t_max=1e6, max_steps=54321, solver="tsit5")
     assert _gradient_flow.TRACE_COUNT["flow"] - before <= 1  # one trace for both calls (0 if cached earlier)
     assert list(batched.status_name) == ["converged"] * 3
     assert batched_again.beta.shape == (3, 8)

@@ -165,7 +165,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
     regression = objective.task == "regression"
     depth = net.depth
     reparam = (not regression) and reparametrize
-    flow_solver = make_solver(solver_name)
+    flow_solver = make_solver(solver_name, net.num_params)
     method = flow_solver.method()
     levels = jnp.zeros(0) if regression else jnp.asarray(LOG_LOSS_LEVELS)
     solver_code = SOLVER_NAMES.index(solver_name)

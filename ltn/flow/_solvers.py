@@ -7,7 +7,8 @@ explicit pair crawls. The implicit, L-stable ESDIRK methods of Kvaerno (`NewtonK
 alone. Their stage equations are solved by Newton's method whose linear systems `(I - h a J) dz = r` go to GMRES:
 `J v` is a Jacobian-vector product of the vector field through JAX (for the flow, a Hessian-vector product), so
 no Jacobian is ever formed and the cost of a step grows like that of a gradient, at any parameter count
-(docs/theory.md §9).
+(docs/theory.md §9). Up to DENSE_MAX_PARAMETERS parameters the Jacobian (a batch of Jacobian-vector products) is
+formed and LU-factorised instead: at that size a factorisation costs less than GMRES's sequence of products.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ FLOW_SOLVERS = ("auto", *_EXPLICIT, *_IMPLICIT)
 # The step's error estimate, not these, controls accuracy: a loose stage solve shows up as a larger estimated
 # error, and a Newton solve that fails to converge rejects the step (diffrax halves it).
 NEWTON_RTOL, GMRES_RTOL, GMRES_RESTART = 1e-3, 1e-3, 20
+DENSE_MAX_PARAMETERS = 128
 
 
 class StageNewton(optx.Newton):
@@ -85,14 +87,16 @@ class ExplicitPair(FlowSolver):
 
 
 class NewtonKrylov(FlowSolver):
-    """Kvaerno's ESDIRK method (order 5 or 3) with Jacobian-free Newton-GMRES stage solves."""
+    """Kvaerno's ESDIRK method (order 5 or 3) with Newton stage solves: Jacobian-free GMRES, or a dense LU of the
+    Jacobian where the network has at most DENSE_MAX_PARAMETERS parameters (`dense`)."""
 
     lockstep: ClassVar[bool] = False
+    dense: bool = eqx.field(static=True, default=False)
 
     def method(self) -> diffrax.AbstractImplicitSolver:
-        gmres = lx.GMRES(rtol=GMRES_RTOL, atol=GMRES_RTOL * 1e-3, restart=GMRES_RESTART,
-                         stagnation_iters=GMRES_RESTART)
-        newton = StageNewton(rtol=NEWTON_RTOL, atol=NEWTON_RTOL * 1e-3, linear_solver=gmres)
+        linear_solver = lx.LU() if self.dense else lx.GMRES(
+            rtol=GMRES_RTOL, atol=GMRES_RTOL * 1e-3, restart=GMRES_RESTART, stagnation_iters=GMRES_RESTART)
+        newton = StageNewton(rtol=NEWTON_RTOL, atol=NEWTON_RTOL * 1e-3, linear_solver=linear_solver)
         return _IMPLICIT[self.name](root_finder=newton)
 
     def grad_evals(self, steps):
@@ -100,5 +104,8 @@ class NewtonKrylov(FlowSolver):
         return jnp.full_like(steps, -1)
 
 
-def make_solver(name: str) -> FlowSolver:
-    return ExplicitPair(name) if name in _EXPLICIT else NewtonKrylov(name)
+def make_solver(name: str, parameters: int) -> FlowSolver:
+    """The method `name` for a network with `parameters` parameters."""
+    if name in _EXPLICIT:
+        return ExplicitPair(name)
+    return NewtonKrylov(name, dense=parameters <= DENSE_MAX_PARAMETERS)

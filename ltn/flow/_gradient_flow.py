@@ -273,13 +273,16 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
                                                                  leaf), v)
 
         if regression:
-            def settled(t, params):
-                return verdict(params, vector_field(t, params, args), X, y, opts) != UNDECIDED
+            def settled(t, params, wanted):
+                # Under the batch's axis name the costly part of the certificate runs only where a run still
+                # going interpolates (a batched `lax.cond` would run it at every step of every run).
+                velocity = vector_field(t, params, args)
+                return verdict(params, velocity, X, y, opts, try_settled=wanted, axis_name=BATCH_AXIS) != UNDECIDED
 
             def crossings(params):
                 return jnp.ones(1)
         else:
-            def settled(t, params):
+            def settled(t, params, wanted):
                 return jnp.asarray(False)
 
             def crossings(params):
@@ -301,7 +304,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         TRACE_COUNT["flow"] += 1
         if regression and flow_solver.lockstep:
             return solve_lockstep(params0, start, t0, active, X, y, opts)
-        return jax.vmap(solve_one, in_axes=(0, 0, 0, 0, None, None, None))(params0, start, t0, active, X, y, opts)
+        return jax.vmap(solve_one, in_axes=(0, 0, 0, 0, None, None, None), axis_name=BATCH_AXIS)(
+            params0, start, t0, active, X, y, opts)
 
     return jax.jit(solve)
 

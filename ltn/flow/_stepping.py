@@ -91,8 +91,9 @@ def stepped_solve(
     active: Bool[Array, ""],
 ) -> Stepped:
     """Integrate `dy/dt = field(t, y)` from `(t0, y0)` until one of `crossings(y)` (a vector) reaches 0 from
-    above (the crossing located on the dense output, and the run ended exactly there), `settled(t, y)` holds at
-    the end of an accepted step, `t_max`, `max_steps` attempted steps, or a step size that no longer moves time.
+    above (the crossing located on the dense output, and the run ended exactly there), `settled(t, y, wanted)`
+    holds at the end of an accepted step (`wanted`: whether the answer counts, so that a costly test can be
+    skipped where it does not), `t_max`, `max_steps` attempted steps, or a step size that no longer moves time.
 
     `record(t, y)` is saved at each of `save_ts` (increasing, `save_ts[0] == 0`; those up to `t0` are left `inf`
     except the first on a run from 0) and where `level_of(y)` (decreasing along the path) first reaches each of
@@ -106,7 +107,7 @@ def stepped_solve(
     t_next = jnp.minimum(t_next, t_max)
     solver_state = method.init(term, t0, t_next, y0, None)
 
-    done = ~active | settled(t0, y0) | jnp.any(crossings(y0) <= 0)
+    done = ~active | settled(t0, y0, active) | jnp.any(crossings(y0) <= 0)
     stop = jnp.where(done, FINISHED, RUNNING)
     first = record(t0, y0)
     slots, level_slots = save_ts.shape[0], levels.shape[0]
@@ -170,7 +171,7 @@ def stepped_solve(
 
         steps = s.steps + 1
         t = jnp.where(keep, t_end, s.t)
-        stop = jnp.where(keep & (crossed | settled(t_end, y_end)), FINISHED, RUNNING)
+        stop = jnp.where(keep & (crossed | settled(t_end, y_end, keep & (s.stop == RUNNING))), FINISHED, RUNNING)
         stop = jnp.where((stop == RUNNING) & (t >= t_max), TIME_BUDGET, stop)
         stop = jnp.where((stop == RUNNING) & ~keep & (t_next <= s.t), STEP_UNDERFLOW, stop)
         stop = jnp.where((stop == RUNNING) & (steps >= max_steps), STEP_BUDGET, stop)

@@ -315,8 +315,10 @@ def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, activ
 
     The start is the point scaled to minimum margin 1 with multipliers by NNLS. Where the KKT point Newton finds
     has a negative multiplier the point with the most negative one leaves the active set; where it violates a
-    margin the most violated point joins; then Newton runs again (at most `refinements` times). A point that
-    does not separate, or for which no KKT point is found, gets distance inf (with a note).
+    margin the most violated point joins; then Newton runs again (at most `refinements` times). Where that finds
+    no KKT point, the same refinement starts from the local minimum SLSQP reaches from the point
+    (`_refine_from_local_minimum`). A point that does not separate, or for which no KKT point is found, gets
+    distance inf (with a note).
 
     Arguments:
         net, params: the network and a point (a flow's end point).
@@ -358,6 +360,8 @@ def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, activ
         found = _refine(net, start, nu, nu > 0, X_, y_, refinements)
         if found[0] is not None:
             break
+    if found[0] is None:
+        found = _refine_from_local_minimum(net, start, X_, y_, refinements)
     point, nu, active, residual, steps = found
     if point is None:
         return KKTDistance(np.inf, alignment, None, np.zeros(n), np.flatnonzero(active), residual, steps,
@@ -367,6 +371,31 @@ def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, activ
     distance = float(np.linalg.norm(_unit(net.beta(params)) - _unit(net.beta(point))))
     return KKTDistance(distance, alignment, tuple(np.asarray(v) for v in point), nu, np.flatnonzero(active),
                        residual, steps)
+
+
+def _refine_from_local_minimum(net: Network, start, X, y, refinements: int):
+    """`_refine` from the local minimum of `min ||theta||^2 s.t. y_i f(x_i; theta) >= 1` that SLSQP reaches from
+    `start`, on its active set (margins within 1e-6 of 1) with multipliers by NNLS. Where the add/drop rule cycles
+    from the flow's point (adding the most violated point gives it a negative multiplier, and dropping it violates
+    it again), the constrained minimiser settles the active set; the KKT point is then certified by Newton as
+    before (SLSQP's own convergence flag is not relied on: it often stops at the limit of its line search)."""
+    flat, unravel = ravel_pytree(start)
+
+    def margins(v):
+        return y * net.apply(unravel(v), X)
+
+    value, jacobian = jax.jit(lambda v: margins(v) - 1.0), jax.jit(jax.jacfwd(margins))
+    minimum = scipy.optimize.minimize(
+        lambda v: 0.5 * float(v @ v), np.asarray(flat), jac=lambda v: v, method="SLSQP",
+        constraints=[{"type": "ineq", "fun": lambda v: np.asarray(value(jnp.asarray(v))),
+                      "jac": lambda v: np.asarray(jacobian(jnp.asarray(v)))}],
+        options={"ftol": 1e-15, "maxiter": 1000})
+    v = jnp.asarray(minimum.x)
+    active = np.asarray(value(v)) <= 1e-6
+    rows = np.asarray(jacobian(v))
+    nu = np.zeros(active.size)
+    nu[active] = _nnls(rows[active].T, minimum.x)
+    return _refine(net, unravel(v), nu, nu > 0, X, y, refinements)
 
 
 def _refine(net: Network, start, nu, active, X, y, refinements: int):

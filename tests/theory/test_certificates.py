@@ -134,3 +134,29 @@ def test_margin_ratio_is_one_at_the_optimum_and_below_elsewhere():
     l2 = predict(ltn.FullyConnected(8, ()), X, Y, loss="logistic").beta
     assert prediction_margin_ratio(net, X, Y, balanced_diagonal_params(l2, 3), prediction) < 0.9  # measured 0.66
     assert margin_ratio(X, Y, 3.0 * rho, rho, 2 / 3) == pytest.approx(1.0)  # scale-free
+
+
+def test_kkt_distance_where_the_active_set_rule_cycles(monkeypatch):
+    """A depth-3 partial convolution at log L = -1e3 (configs/paper/partial-convolution.toml's filter-3 run):
+    from the flow's point, adding the most violated point gives it a negative multiplier and dropping it violates
+    it again, so Newton's active-set rule finds no KKT point. From SLSQP's local minimum of the same problem the
+    refinement certifies one: finite distance, multipliers >= 0, margins >= 1."""
+    from ltn.sweep import expand, loads_config
+    from ltn.sweep._build import init_batch, network_and_problem
+    from ltn.theory import _certificates
+
+    (run,) = expand(loads_config(
+        'task = "classification"\ndata = { kind = "separable", n = 8, d = 12, margin = 1.0, sparsity = 2 }\n'
+        'network = { kind = "convolutional", depth = 3, filter_size = 3 }\ninit = { scale = 0.5 }\n'))
+    net, problem = network_and_problem(run)
+    params0 = tuple(np.asarray(p)[0] for p in init_batch(net, [run]))
+    flow = ltn.gradient_flow(net, params0, problem.X, problem.y, "exponential", target_log_loss=-1e3)
+    found = kkt_distance(net, flow.params, problem.X, problem.y)
+    assert 0 < found.distance < 0.5 and found.newton_residual < 1e-12  # measured 0.149, 2.3e-16
+    assert np.all(found.multipliers >= 0) and found.active.size >= 2
+    margins = np.asarray(problem.y * net.apply(found.kkt_point, problem.X))
+    assert margins.min() > 1 - 1e-9
+    # Negative control: without the local-minimum start the same point gets no KKT point (distance inf).
+    monkeypatch.setattr(_certificates, "_refine_from_local_minimum",
+                        lambda net, start, X, y, refinements: (None, None, np.zeros(len(y), bool), np.inf, 0))
+    assert kkt_distance(net, flow.params, problem.X, problem.y).distance == np.inf

@@ -269,8 +269,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
             v = vector_field(t, params, args)
             # A field that overflowed freezes the run where it is (reported nonfinite) instead of stalling the
             # solver.
-            return jax.tree_util.tree_map(lambda leaf: jnp.where(nonfinite(jax.tree_util.tree_leaves(v)), 0.0,
-                                                                 leaf), v)
+            frozen = nonfinite(jax.tree_util.tree_leaves(v))
+            return jax.tree_util.tree_map(lambda leaf: jnp.where(frozen, 0.0, leaf), v)
 
         if regression:
             def settled(t, params, wanted):

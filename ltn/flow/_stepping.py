@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._lockstep import FINISHED, RUNNING, STEP_BUDGET, STEP_UNDERFLOW, TIME_BUDGET
+from ._result import nonfinite
 
 BISECTIONS = 60  # halvings of a step to locate a crossing: below the spacing of float64 times
 
@@ -55,21 +56,19 @@ def _where(condition, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
 
 
-def _finite(tree) -> Bool[Array, ""]:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
-
-
-def _first_at_or_below(value: Callable, t0, t1, level):
+def _first_at_or_below(value: Callable, t0, t1, level, needed=True):
     """The time in `(t0, t1]` where `value(t)` first reaches `level`, by bisection (`value(t0) > level >=
-    value(t1)`; the returned time has `value <= level`)."""
+    value(t1)`; the returned time has `value <= level`). Where not `needed`, `t1` without a single evaluation:
+    a loop whose trip count depends on `needed`, so that a batch of runs none of which crossed (almost every
+    step) pays nothing (a batched `lax.cond` would evaluate both branches)."""
 
-    def halve(_, bounds):
-        lo, hi = bounds
+    def halve(state):
+        i, lo, hi = state
         mid = 0.5 * (lo + hi)
         below = value(mid) <= level
-        return jnp.where(below, lo, mid), jnp.where(below, mid, hi)
+        return i + 1, jnp.where(below, lo, mid), jnp.where(below, mid, hi)
 
-    return jax.lax.fori_loop(0, BISECTIONS, halve, (t0, t1))[1]
+    return jax.lax.while_loop(lambda state: needed & (state[0] < BISECTIONS), halve, (0, t0, t1))[2]
 
 
 def stepped_solve(
@@ -156,14 +155,14 @@ def stepped_solve(
         y_error = jax.tree_util.tree_map(lambda e: jnp.where(jnp.isnan(e), jnp.inf, e), y_error)
         keep, t_prev, t_next, _, controller_state, _ = controller.adapt_step_size(
             s.t, s.t_next, s.y, y1, None, y_error, error_order, s.controller_state)
-        keep = keep & _finite(y1)
+        keep = keep & ~nonfinite(jax.tree_util.tree_leaves(y1))
         interpolation = method.interpolation_cls(t0=s.t, t1=s.t_next, **dense)
 
         def at(t):
             return _where(t == s.t_next, y1, interpolation.evaluate(t))
 
         crossed = keep & jnp.any(crossings(y1) <= 0)
-        t_cross = _first_at_or_below(lambda t: jnp.min(crossings(at(t))), s.t, s.t_next, 0.0)
+        t_cross = _first_at_or_below(lambda t: jnp.min(crossings(at(t))), s.t, s.t_next, 0.0, crossed)
         t_end = jnp.where(crossed, t_cross, s.t_next)
         y_end = _where(crossed, at(t_cross), y1)
         next_save, records = save_at_times(s, t_end, at)

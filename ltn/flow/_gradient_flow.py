@@ -166,7 +166,6 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
     depth = net.depth
     reparam = (not regression) and reparametrize
     flow_solver = make_solver(solver_name, net.num_params)
-    method = flow_solver.method()
     levels = jnp.zeros(0) if regression else jnp.asarray(LOG_LOSS_LEVELS)
     solver_code = SOLVER_NAMES.index(solver_name)
 
@@ -204,11 +203,11 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         grid = jnp.minimum(jnp.geomspace(t_first, t_max, checkpoints - 1), t_max)  # geomspace may round up
         return t_max, jnp.concatenate([jnp.zeros(1), grid])
 
-    def leg(params, t, records, level_records, status, steps, accepted, out_of_steps, recent_step, args):
+    def leg(params, t, records, level_records, status, steps, accepted, work, out_of_steps, recent_step, args):
         final = checkpoint(t, params, args)
         return Leg(params=params, t=t, records=records, level_records=level_records, final=final, status=status,
                    steps=steps, accepted=accepted,
-                   grad_evals=jnp.asarray(flow_solver.grad_evals(steps)), solver=jnp.full_like(steps, solver_code),
+                   grad_evals=jnp.asarray(flow_solver.grad_evals(steps, work)), solver=jnp.full_like(steps, solver_code),
                    out_of_steps=out_of_steps, recent_step=recent_step)
 
     def is_broken_end(params, velocity, final: Checkpoint):
@@ -238,13 +237,14 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
 
         t_max, save_ts = jax.vmap(lambda p: time_grid(p, args, opts))(params0)
         end = lockstep_solve(field, stationary, lambda t, v: checkpoint(t, unravel(v), args), flatten(start),
-                             solver=method, rtol=opts.rtol, atol=opts.atol, t_max=t_max, save_ts=save_ts,
+                             solver=flow_solver.method(), rtol=opts.rtol, atol=opts.atol, t_max=t_max, save_ts=save_ts,
                              max_steps=opts.max_steps, settled=settled, settle_every=tries_every(X.shape[0]),
                              hint=hint, t0=t0, active=active)
         params = unflatten(end.y)
         no_levels = jax.tree_util.tree_map(lambda leaf: leaf[:, :0], end.records)
-        legs = jax.vmap(leg, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0, None))(
-            params, end.t, end.records, no_levels, 0, end.steps, end.accepted, end.stop == STEP_BUDGET, end.h, args)
+        legs = jax.vmap(leg, in_axes=(0, 0, 0, 0, None, 0, 0, None, 0, 0, None))(
+            params, end.t, end.records, no_levels, 0, end.steps, end.accepted, None, end.stop == STEP_BUDGET, end.h,
+            args)
         is_broken = (end.stop == NONFINITE_FIELD) | jax.vmap(is_broken_end)(params, unflatten(end.f), legs.final)
         status = final_status(is_broken, verdicts(end.y, end.f, jnp.ones(end.y.shape[0], bool)),
                               end.stop == STEP_UNDERFLOW)
@@ -289,11 +289,13 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
                 return jnp.stack([objective.log_loss(params, X, y) - opts.target_log_loss,
                                   opts.target_norm - tree_norm(params)])
 
-        end = stepped_solve(field, start, t0, method=method, rtol=opts.rtol, atol=opts.atol, t_max=t_max,
+        method = flow_solver.method(opts.rtol, opts.atol, BATCH_AXIS)
+        end = stepped_solve(field, start, t0, method=method, step_work=flow_solver.step_work, rtol=opts.rtol,
+                            atol=opts.atol, t_max=t_max,
                             max_steps=opts.max_steps, record=lambda t, params: checkpoint(t, params, args), save_ts=ts,
                             levels=levels, level_of=lambda params: objective.log_loss(params, X, y),
                             crossings=crossings, settled=settled, active=active)
-        out = leg(end.y, end.t, end.records, end.level_records, 0, end.steps, end.accepted,
+        out = leg(end.y, end.t, end.records, end.level_records, 0, end.steps, end.accepted, end.work,
                   end.stop == STEP_BUDGET, end.h, args)
         final_velocity = vector_field(end.t, end.y, args)
         status = final_status(is_broken_end(end.y, final_velocity, out.final),

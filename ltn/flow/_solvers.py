@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import lineax as lx
 import optimistix as optx
 
+from ._chord import ChordESDIRK
+
 _EXPLICIT = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 _IMPLICIT = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
 EXPLICIT_SOLVERS = tuple(_EXPLICIT)
@@ -56,16 +58,21 @@ class StageNewton(optx.Newton):
 
 class FlowSolver(eqx.Module):
     """What the flow needs of a method: its `name` (as in `FlowOptions.solver` and `Stats.solver_name`),
-    whether regression batches run in one lockstep loop (`lockstep`; explicit pairs only), the diffrax solver,
-    and how many gradient evaluations `steps` cost (-1: not counted)."""
+    whether regression batches run in one lockstep loop (`lockstep`; explicit pairs only), the diffrax solver for
+    the step-size controller's tolerances (`axis_name`: the vmap axis of a batch of runs), the gradient
+    evaluations of one attempted step from the state it returned (`step_work`), and those of a run of `steps`
+    attempted steps whose steps counted `work` in all (`grad_evals`; -1: not counted)."""
 
     name: str = eqx.field(static=True)
     lockstep: ClassVar[bool]
 
-    def method(self) -> diffrax.AbstractSolver:
+    def method(self, rtol=None, atol=None, axis_name=None) -> diffrax.AbstractSolver:
         raise NotImplementedError
 
-    def grad_evals(self, steps):
+    def step_work(self, solver_state):
+        return jnp.zeros((), int)
+
+    def grad_evals(self, steps, work):
         raise NotImplementedError
 
 
@@ -74,38 +81,52 @@ class ExplicitPair(FlowSolver):
 
     lockstep: ClassVar[bool] = True
 
-    def method(self) -> diffrax.AbstractERK:
+    def method(self, rtol=None, atol=None, axis_name=None) -> diffrax.AbstractERK:
         return _EXPLICIT[self.name]()
 
     def evaluations_per_step(self) -> int:
         """Vector-field evaluations per step (the first stage is the last one of the previous step)."""
         return len(self.method().tableau.c)
 
-    def grad_evals(self, steps):
+    def grad_evals(self, steps, work=None):
         # +2 at the start: f(y0), and one more for Hairer's initial step size.
         return self.evaluations_per_step() * steps + 2
 
 
 class NewtonKrylov(FlowSolver):
-    """Kvaerno's ESDIRK method (order 5 or 3) with Newton stage solves: Jacobian-free GMRES, or a dense LU of the
-    Jacobian where the network has at most DENSE_MAX_PARAMETERS parameters (`dense`)."""
+    """Kvaerno's ESDIRK method (order 5 or 3) with Newton stage solves by Jacobian-free GMRES."""
 
     lockstep: ClassVar[bool] = False
-    dense: bool = eqx.field(static=True, default=False)
 
-    def method(self) -> diffrax.AbstractImplicitSolver:
-        linear_solver = lx.LU() if self.dense else lx.GMRES(
-            rtol=GMRES_RTOL, atol=GMRES_RTOL * 1e-3, restart=GMRES_RESTART, stagnation_iters=GMRES_RESTART)
+    def method(self, rtol=None, atol=None, axis_name=None) -> diffrax.AbstractImplicitSolver:
+        linear_solver = lx.GMRES(rtol=GMRES_RTOL, atol=GMRES_RTOL * 1e-3, restart=GMRES_RESTART,
+                                 stagnation_iters=GMRES_RESTART)
         newton = StageNewton(rtol=NEWTON_RTOL, atol=NEWTON_RTOL * 1e-3, linear_solver=linear_solver)
         return _IMPLICIT[self.name](root_finder=newton)
 
-    def grad_evals(self, steps):
+    def grad_evals(self, steps, work=None):
         # Newton and GMRES iterations are data-dependent and diffrax does not report them.
         return jnp.full_like(steps, -1)
+
+
+class DenseChord(FlowSolver):
+    """Kvaerno's ESDIRK method (order 5 or 3) with chord stage solves on a dense Jacobian and LU factorisation
+    kept across stages and steps (`ChordESDIRK`)."""
+
+    lockstep: ClassVar[bool] = False
+
+    def method(self, rtol=None, atol=None, axis_name=None) -> ChordESDIRK:
+        return ChordESDIRK(self.name, rtol=rtol, atol=atol, axis_name=axis_name)
+
+    def step_work(self, solver_state):
+        return solver_state.evaluations
+
+    def grad_evals(self, steps, work=None):
+        return work
 
 
 def make_solver(name: str, parameters: int) -> FlowSolver:
     """The method `name` for a network with `parameters` parameters."""
     if name in _EXPLICIT:
         return ExplicitPair(name)
-    return NewtonKrylov(name, dense=parameters <= DENSE_MAX_PARAMETERS)
+    return DenseChord(name) if parameters <= DENSE_MAX_PARAMETERS else NewtonKrylov(name)

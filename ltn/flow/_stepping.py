@@ -24,8 +24,9 @@ BISECTIONS = 60  # halvings of a step to locate a crossing: below the spacing of
 
 
 class Stepped(NamedTuple):
-    """End of one run: its time and state, the controller's next step (`h`), why it stopped, its step counts, and
-    the records at the requested times and at the requested levels (`inf` where not reached)."""
+    """End of one run: its time and state, the controller's next step (`h`), why it stopped, its step counts, its
+    work (the sum of `step_work` over the method's start and every attempted step), and the records at the
+    requested times and at the requested levels (`inf` where not reached)."""
 
     t: Float[Array, ""]
     y: object
@@ -33,6 +34,7 @@ class Stepped(NamedTuple):
     stop: Int[Array, ""]
     steps: Int[Array, ""]
     accepted: Int[Array, ""]
+    work: Int[Array, ""]
     records: object
     level_records: object
 
@@ -46,6 +48,7 @@ class _Loop(NamedTuple):
     stop: Int[Array, ""]
     steps: Int[Array, ""]
     accepted: Int[Array, ""]
+    work: Int[Array, ""]
     next_save: Int[Array, ""]
     next_level: Int[Array, ""]
     records: object
@@ -77,6 +80,7 @@ def stepped_solve(
     t0: Float[Array, ""],
     *,
     method: diffrax.AbstractSolver,
+    step_work: Callable,
     rtol,
     atol,
     t_max: Float[Array, ""],
@@ -177,16 +181,18 @@ def stepped_solve(
         return _Loop(
             t=t, t_next=jnp.minimum(t_next, t_max), y=_where(keep, y_end, s.y),
             solver_state=_where(keep, solver_state, s.solver_state), controller_state=controller_state,
-            stop=stop, steps=steps, accepted=s.accepted + keep,
+            stop=stop, steps=steps, accepted=s.accepted + keep, work=s.work + step_work(solver_state),
             next_save=jnp.where(keep, next_save, s.next_save), records=_where(keep, records, s.records),
             next_level=jnp.where(keep, next_level, s.next_level),
             level_records=_where(keep, level_records, s.level_records))
 
     zero = jnp.zeros((), int)
     state = _Loop(t=t0, t_next=t_next, y=y0, solver_state=solver_state, controller_state=controller_state,
-                  stop=stop, steps=zero, accepted=zero, next_save=next_save, next_level=next_level,
+                  stop=stop, steps=zero, accepted=zero, work=step_work(solver_state), next_save=next_save,
+                  next_level=next_level,
                   records=records, level_records=level_records)
     state = jax.lax.while_loop(lambda s: s.stop == RUNNING, step, state)
     trim = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[:-1], tree)  # noqa: E731
     return Stepped(t=state.t, y=state.y, h=state.t_next - state.t, stop=state.stop, steps=state.steps,
-                   accepted=state.accepted, records=trim(state.records), level_records=trim(state.level_records))
+                   accepted=state.accepted, work=state.work, records=trim(state.records),
+                   level_records=trim(state.level_records))

@@ -43,8 +43,9 @@ def scipy_reference(net, loss, params0, X, y, t_end, method, events=None):
 
 @pytest.fixture(params=["dense", "krylov"])
 def linear_solver(request, monkeypatch):
-    """Both stage solves of the implicit path: a dense LU (these small networks' default) and GMRES on
-    Jacobian-vector products (the default above DENSE_MAX_PARAMETERS parameters)."""
+    """Both stage solves of the implicit path: chord iterations on a dense Jacobian kept across steps (these
+    small networks' default) and Newton with GMRES on Jacobian-vector products (the default above
+    DENSE_MAX_PARAMETERS parameters)."""
     from ltn.flow import _gradient_flow, _solvers
 
     if request.param == "krylov":
@@ -92,10 +93,14 @@ def test_implicit_batch_matches_single_runs():
     batch = tuple(jnp.stack(pair) for pair in zip(stiff_init(), NET.init(jax.random.PRNGKey(1), scale=1.0)))
     both = ltn.gradient_flow(NET, batch, REG.X, REG.y, solver="kvaerno5")
     assert list(both.status_name) == ["converged"] * 2
+    steps = [int(s) for s in both.stats.steps]
+    assert abs(steps[0] - steps[1]) > 0.2 * max(steps)  # each run its own steps, not the batch's (835, 349)
     for i in range(2):
         alone = ltn.gradient_flow(NET, jax.tree_util.tree_map(lambda leaf: leaf[i], batch), REG.X, REG.y,
                                   solver="kvaerno5")
-        assert int(both.stats.steps[i]) == int(alone.stats.steps)  # each run its own steps, not the batch's
+        # The batch's matrix products round differently, and a chord iteration or a step's acceptance can tip:
+        # measured 835 batched against 833 alone, and 349 both ways
+        assert abs(steps[i] - int(alone.stats.steps)) <= 0.01 * steps[i]
         # batched matmuls round differently: measured 7e-12 relative
         assert float(jnp.linalg.norm(both.beta[i] - alone.beta) / jnp.linalg.norm(alone.beta)) <= 1e-10
 

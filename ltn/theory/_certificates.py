@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -64,11 +65,6 @@ def _nnls(matrix: np.ndarray, target: np.ndarray) -> np.ndarray:
         target = np.concatenate([np.real(target), np.imag(target)])
     nu, _ = scipy.optimize.nnls(matrix, target, maxiter=50 * max(matrix.shape[1], 1))
     return nu
-
-
-def _infeasible(min_margin: float, n: int) -> Certificate:
-    return Certificate(np.inf, np.zeros(n), np.array([], int), float(min_margin),
-                       note="the point does not separate the data (min margin <= 0): no KKT certificate")
 
 
 def _infeasible(min_margin: float, n: int) -> Certificate:
@@ -260,6 +256,9 @@ NEWTON_TOL = 1e-13
 NEWTON_ACCEPT = 1e-9
 NEWTON_MAX_STEPS = 50
 ACTIVE_SPREAD = 25.0
+# Where the add/drop rule cycles, every subset of at most this many candidate active points is solved (2^8 - 1
+# Newton solves of a few steps each).
+MAX_ENUMERATED_CANDIDATES = 8
 
 
 def _unit(vector) -> np.ndarray:
@@ -316,9 +315,12 @@ def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, activ
     The start is the point scaled to minimum margin 1 with multipliers by NNLS. Where the KKT point Newton finds
     has a negative multiplier the point with the most negative one leaves the active set; where it violates a
     margin the most violated point joins; then Newton runs again (at most `refinements` times). Where that finds
-    no KKT point, the same refinement starts from the local minimum SLSQP reaches from the point
-    (`_refine_from_local_minimum`). A point that does not separate, or for which no KKT point is found, gets
-    distance inf (with a note).
+    no KKT point (the rule can cycle), Newton runs on every subset of the candidate active points and the KKT
+    point nearest in beta is kept (`_nearest_on_subsets`); where none is one, the refinement starts from the local
+    minimum SLSQP reaches from the point (`_refine_from_local_minimum`), and the note says that the distance is
+    then an upper bound and how far the nearest solution of the equations is (a point with a negative multiplier,
+    which a flow can approach while its alignment falls). A point that does not separate, or for which no KKT
+    point is found, gets distance inf (with a note).
 
     Arguments:
         net, params: the network and a point (a flow's end point).
@@ -352,7 +354,7 @@ def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, activ
     # grad f is (L-1)-homogeneous: the rows at `start` are those at the unit point times the same factor.
     rows = np.asarray(directions) * margins.min() ** (-(net.depth - 1.0) / net.depth)
     spread = max(active_tol, min(ACTIVE_SPREAD / raw.min(), 0.1))
-    found = None
+    found, note = None, ""
     for tolerance in (spread, active_tol):
         candidates = margins <= margins.min() * (1 + tolerance)
         nu = np.zeros(n)
@@ -361,7 +363,16 @@ def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, activ
         if found[0] is not None:
             break
     if found[0] is None:
-        found = _refine_from_local_minimum(net, start, X_, y_, refinements)
+        # The add/drop rule cycled: solve on every subset of the candidates instead and keep the nearest KKT
+        # point; where none is a KKT point, the nearest solution of the equations says why (its multipliers).
+        found, nearest = _nearest_on_subsets(net, params, start, rows, target, margins <= margins.min() * (1 + spread),
+                                             X_, y_)
+        if found is None:
+            found = _refine_from_local_minimum(net, start, X_, y_, refinements)
+            if nearest is not None:
+                note = (f"no KKT point near the point: the nearest solution of the KKT equations on a subset of its "
+                        f"active points (beta distance {nearest[0]:.2g}) has multiplier {nearest[1]:.2g} < 0; the "
+                        f"distance is to the KKT point of the local minimum, an upper bound")
     point, nu, active, residual, steps = found
     if point is None:
         return KKTDistance(np.inf, alignment, None, np.zeros(n), np.flatnonzero(active), residual, steps,
@@ -370,32 +381,72 @@ def kkt_distance(net: Network, params, X, y, loss: str = "exponential", *, activ
     # form a manifold, and Newton may land anywhere on it; beta is invariant to them.
     distance = float(np.linalg.norm(_unit(net.beta(params)) - _unit(net.beta(point))))
     return KKTDistance(distance, alignment, tuple(np.asarray(v) for v in point), nu, np.flatnonzero(active),
-                       residual, steps)
+                       residual, steps, note)
+
+
+def _nearest_on_subsets(net: Network, params, start, rows, target, candidates, X, y):
+    """Newton on the KKT equations of every non-empty subset of the `candidates` (the largest
+    MAX_ENUMERATED_CANDIDATES by smallest margin), each from `start` with least-squares multipliers: a complete
+    local search over active sets, where the add/drop rule can cycle. Returns (the `_refine` tuple of the KKT
+    point (multipliers >= 0, every margin >= 1) whose beta is nearest to that of `params`, or None;
+    (beta distance, most negative multiplier) of the nearest solution of the equations that is no KKT point, or
+    None)."""
+    order = np.flatnonzero(candidates)
+    order = order[np.argsort(rows[order] @ target)][:MAX_ENUMERATED_CANDIDATES]  # margins at `start`, smallest first
+    size, unravel = target.size, ravel_pytree(start)[1]
+    y_ = np.asarray(y)
+    direction = _unit(net.beta(params))
+    best, nearest = None, None
+    for count in range(len(order), 0, -1):
+        for subset in itertools.combinations(order, count):
+            active = np.zeros(len(y_), bool)
+            active[list(subset)] = True
+            nu = np.zeros(len(y_))
+            nu[active] = np.linalg.lstsq(rows[active].T, target, rcond=None)[0]
+            z, residual, steps = _newton(net, start, nu, jnp.asarray(active, float), X, y)
+            if not residual <= NEWTON_ACCEPT:
+                continue
+            point, nu = unravel(jnp.asarray(z[:size])), np.where(active, z[size:], 0.0)
+            distance = float(np.linalg.norm(direction - _unit(net.beta(point))))
+            tolerance = NEWTON_ACCEPT * max(nu.max(), 1.0)
+            if nu.min() >= -tolerance and (y_ * np.asarray(net.apply(point, X))).min() >= 1 - NEWTON_ACCEPT:
+                if best is None or distance < best[0]:
+                    best = (distance, (point, np.maximum(nu, 0.0), active, residual, steps))
+            elif nu.min() < -tolerance and (nearest is None or distance < nearest[0]):
+                nearest = (distance, float(nu.min()))
+    return (None if best is None else best[1]), nearest
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _margin_constraints(net: Network, flat, template, X, y):
+    """`y_i f(x_i; theta) - 1` and its Jacobian in the flat parameters, one compiled program per network and data
+    shape (SLSQP calls it at every iterate)."""
+    unravel = ravel_pytree(template)[1]
+    margins = lambda v: y * net.apply(unravel(v), X) - 1.0  # noqa: E731
+    return margins(flat), jax.jacfwd(margins)(flat)
 
 
 def _refine_from_local_minimum(net: Network, start, X, y, refinements: int):
     """`_refine` from the local minimum of `min ||theta||^2 s.t. y_i f(x_i; theta) >= 1` that SLSQP reaches from
-    `start`, on its active set (margins within 1e-6 of 1) with multipliers by NNLS. Where the add/drop rule cycles
-    from the flow's point (adding the most violated point gives it a negative multiplier, and dropping it violates
-    it again), the constrained minimiser settles the active set; the KKT point is then certified by Newton as
-    before (SLSQP's own convergence flag is not relied on: it often stops at the limit of its line search)."""
+    `start`, on its active set (margins within 1e-6 of 1) with multipliers by NNLS. Where no active set near the
+    flow's point gives a KKT point, the constrained minimiser settles one; the KKT point is then certified by
+    Newton as before (SLSQP's own convergence flag is not relied on: it often stops at the limit of its line
+    search)."""
     flat, unravel = ravel_pytree(start)
 
-    def margins(v):
-        return y * net.apply(unravel(v), X)
+    def constraints(v):
+        value, jacobian = _margin_constraints(net, jnp.asarray(v), start, X, y)
+        return np.asarray(value), np.asarray(jacobian)
 
-    value, jacobian = jax.jit(lambda v: margins(v) - 1.0), jax.jit(jax.jacfwd(margins))
     minimum = scipy.optimize.minimize(
         lambda v: 0.5 * float(v @ v), np.asarray(flat), jac=lambda v: v, method="SLSQP",
-        constraints=[{"type": "ineq", "fun": lambda v: np.asarray(value(jnp.asarray(v))),
-                      "jac": lambda v: np.asarray(jacobian(jnp.asarray(v)))}],
+        constraints=[{"type": "ineq", "fun": lambda v: constraints(v)[0], "jac": lambda v: constraints(v)[1]}],
         options={"ftol": 1e-15, "maxiter": 1000})
-    v = jnp.asarray(minimum.x)
-    active = np.asarray(value(v)) <= 1e-6
-    rows = np.asarray(jacobian(v))
+    value, rows = constraints(minimum.x)
+    active = value <= 1e-6
     nu = np.zeros(active.size)
     nu[active] = _nnls(rows[active].T, minimum.x)
-    return _refine(net, unravel(v), nu, nu > 0, X, y, refinements)
+    return _refine(net, unravel(jnp.asarray(minimum.x)), nu, nu > 0, X, y, refinements)
 
 
 def _refine(net: Network, start, nu, active, X, y, refinements: int):

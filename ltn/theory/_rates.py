@@ -11,7 +11,9 @@ theory's rate. The exponents:
   solution of the l1 max-margin problem (the slowest off-support coordinate);
 - fully connected (and any depth-1 network, a linear model in its parameters): `e = 1/L`, the part of the
   first layer off the span of the data never moves;
-- odeco, L > 2: `e = 1`, off-support coordinates stay bounded while the margin grows like gamma.
+- odeco, L > 2: `e = 1`, off-support coordinates stay bounded while the margin grows like gamma; it is reached
+  from below, the local exponent being `x/(1 + x)` with `x = (gamma/gamma_c)^((L-2)/L)` and `gamma_c` set by
+  the data and the initialisation, so a fit is within the tolerance only from `gamma ~ 3^(L/(L-2)) gamma_c`.
 Elsewhere (partial convolutions, general tensor networks) the theory gives no rate here: NaN.
 """
 
@@ -110,7 +112,7 @@ def theory_rate_exponent(net: Network, X, y, prediction) -> tuple[float, str]:
     if net.odeco is None or "rho" not in diagnostics:
         return np.nan, "no closed prediction: no rate"
     if depth > 2:
-        return 1.0, "1: off-support coordinates stay bounded (L > 2)"
+        return 1.0, "1: off-support coordinates stay bounded (L > 2), reached from below"
     rho = np.asarray(diagnostics["rho"])
     Z = np.asarray(X) @ np.asarray(diagnostics["S"]).T
     g = np.abs((np.asarray(y)[:, None] * np.conj(Z)).T @ np.asarray(diagnostics["multipliers"]))

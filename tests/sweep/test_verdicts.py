@@ -141,6 +141,27 @@ def test_a_slow_flow_is_consistent_and_a_wrong_hypothesis_fails(tmp_path, capsys
     assert np.isnan(control["pass_at_log_loss"])  # an extrapolation off the theory's rate means nothing
 
 
+# Diagonal L = 3 on the same data: every seed measured ends at a KKT point with support {0, 1, 3} (cosine 0.98772
+# to the enumerated global optimum, which is the prediction), and its distance to that point falls at the local
+# exponent 0.947 over the last decade (tests/theory/test_rates.py). Judged against the prediction, the distance
+# tends to a constant: a flow heading to another KKT point is wrong, not slow, and must fail.
+OTHER_KKT_POINT = SLOW.replace('name = "slow"', 'name = "other-kkt"').replace("depth = 2", "depth = 3")
+
+
+@pytest.mark.slow
+def test_a_depth3_flow_at_another_kkt_point_is_not_consistent(tmp_path, capsys):
+    config = tmp_path / "other.toml"
+    config.write_text(OTHER_KKT_POINT)
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert "other-kkt: 0/1 passed, 1 failed" in capsys.readouterr().out
+    (row,) = load(tmp_path / "out").to_dict("records")
+    assert row["prediction"] == "l2/L max margin global optimum" and row["rate_exponent_theory"] == 1.0
+    assert row["verdict"] == "failed" and "not at the theory's rate 1" in row["reason"]
+    assert row["cosine"] == pytest.approx(0.9878, abs=1e-3)  # measured 0.98784 at -1e3 (0.98772 in the limit)
+    assert row["margin_ratio"] < 0.99  # measured 0.982: a worse stationary point
+    assert abs(row["rate_exponent"]) < 0.05 and np.isnan(row["pass_at_log_loss"])  # measured -0.016
+
+
 # --- depth > 2 odeco: the theory names a KKT point, not a direction --------------------------------------------
 
 # Diagonal L = 3 on a d = 5 problem with two KKT points: the one reached from the l1 solution (objective 1.8590)

@@ -10,9 +10,7 @@ the cache. Prints a markdown table of the median over the repeats (and the range
 - process: the whole `ltn run` process, interpreter start to exit (what a user waits for); process CPU: its
   user + system CPU seconds (less sensitive than wall time to other load on a shared machine);
 - import: `import ltn` and the sweep machinery (JAX, diffrax, cvxpy, ...);
-- solve / checks / write: the sweep runner's phases (flow solves per group, theory checks, result files), summed
-  over the threads that run them: while one group is read, the next is solved in a thread (`LocalExecutor`), so
-  their sum can exceed the process's wall time;
+- solve / checks / write: the sweep runner's phases (flow solves per group, theory checks, result files);
 - trace, lower, compile: JAX's own event durations (`jax.monitoring`) summed over every program: tracing to a
   jaxpr, lowering to MLIR, and XLA compilation (a persistent-cache hit counts its retrieval here);
 - programs: XLA compilations requested, of which cache hits, and programs not written to the cache (a reason

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
-import threading
 import time
 from typing import Callable, Iterator
 
@@ -48,78 +46,16 @@ class ExecutorError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class LocalExecutor:
-    """Solve the groups in this process, yielding each batch as soon as it is solved, in the order of the groups
-    (so a kill loses at most the batches in flight).
-
-    `ahead`: how many groups are solved in background threads ahead of the one being yielded (0: one group at a
-    time). A first sweep is mostly XLA compilation, which runs outside Python's lock: while one group's programs
-    are traced, compiled, run or checked, the next group's are compiled on another core. Every group runs the
-    programs it runs alone, so the results do not depend on `ahead`. None (default): 1 on the CPU, 0 on an
-    accelerator, where a group solved ahead would share the memory of the one being solved.
-    """
-
-    ahead: int | None = None
+    """Solve the groups one after the other in this process, yielding each batch as soon as it is solved (so a
+    kill loses at most the batch in flight)."""
 
     def run(self, groups: list[list[RunSpec]], *, shard: bool = True, cache: str | None = None
             ) -> Iterator[tuple[int, list, dict]]:
-        import jax
-
         from ._runner import solve_parts
 
-        ahead = self.ahead if self.ahead is not None else int(jax.default_backend() == "cpu")
-        if ahead <= 0:
-            for index, group in enumerate(groups):
-                for rows, trajectories in solve_parts(group, shard=shard):
-                    yield index, rows, trajectories
-            return
-        stop = threading.Event()
-        feeds = [_Feed(lambda group=group: solve_parts(group, shard=shard), stop) for group in groups]
-        try:
-            for index, feed in enumerate(feeds):
-                for later in feeds[index:index + 1 + ahead]:
-                    later.start()
-                for rows, trajectories in feed:
-                    yield index, rows, trajectories
-        finally:
-            stop.set()  # the caller stopped early (an error, an interrupt): the threads stop after their batch
-
-
-class _Feed:
-    """The batches of one group, computed by `batches()` in a daemon thread (started by `start`, once) and read in
-    order by iterating; an exception of the thread is raised to the reader. `stop` ends the thread after the
-    batch it is computing."""
-
-    _END = object()
-
-    def __init__(self, batches: Callable[[], Iterator], stop: threading.Event):
-        self._batches, self._stop = batches, stop
-        self._queue: queue.Queue = queue.Queue()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, daemon=True)
-            self._thread.start()
-
-    def _work(self) -> None:
-        try:
-            for item in self._batches():
-                self._queue.put((item, None))
-                if self._stop.is_set():
-                    return
-        except BaseException as error:  # noqa: BLE001 - handed to the reader, who raises it
-            self._queue.put((None, error))
-        self._queue.put((self._END, None))
-
-    def __iter__(self):
-        self.start()
-        while True:
-            item, error = self._queue.get()
-            if error is not None:
-                raise error
-            if item is self._END:
-                return
-            yield item
+        for index, group in enumerate(groups):
+            for rows, trajectories in solve_parts(group, shard=shard):
+                yield index, rows, trajectories
 
 
 @dataclasses.dataclass(frozen=True)

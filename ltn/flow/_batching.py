@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..networks import Network
 
@@ -28,8 +29,10 @@ def check_problem_arrays(net: Network, X, y, task: str):
         raise ValueError(f"X must have shape (n, {net.d}) for this network, got {X.shape}")
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
-    if not (bool(jnp.all(jnp.isfinite(X))) and bool(jnp.all(jnp.isfinite(y)))):
+    # The checks run in NumPy: in JAX each would be a small program of its own, compiled (or loaded) every run.
+    host_X, host_y = np.asarray(X), np.asarray(y)
+    if not (np.all(np.isfinite(host_X)) and np.all(np.isfinite(host_y))):
         raise ValueError("X and y must be finite (found NaN or inf)")
-    if task == "classification" and not bool(jnp.all((y == 1) | (y == -1))):
+    if task == "classification" and not np.all((host_y == 1) | (host_y == -1)):
         raise ValueError("classification losses need labels y in {-1, +1}")
     return X, y

@@ -11,7 +11,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ..losses import task_of
 from ..networks import Network
@@ -59,6 +58,8 @@ def _compiled_descent(*static):
 
 
 def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimizer):
+    import optax  # here, not on import: only descent needs it
+
     objective = Objective(net, loss)
     regression = objective.task == "regression"
     depth = net.depth

@@ -18,12 +18,15 @@ import dataclasses
 import itertools
 import math
 import warnings
+from typing import TYPE_CHECKING
 
-import cvxpy as cp
 import numpy as np
 import scipy.optimize
 
 from ._certificates import kkt_from_rho
+
+if TYPE_CHECKING:
+    import cvxpy
 
 
 class SolverError(RuntimeError):
@@ -48,15 +51,17 @@ class MarginSolution:
 # 'optimal_inaccurate', e.g. full-length convolutions at L >= 3); SCS, a first-order method with its own
 # polishing-free termination, at a tight tolerance. The attempt that succeeded is named in the diagnostics.
 SOLVER_ATTEMPTS = (
-    ("Clarabel", cp.CLARABEL, CLARABEL_OPTIONS),
-    ("Clarabel (1e-9, 5000 iterations)", cp.CLARABEL,
+    ("Clarabel", "CLARABEL", CLARABEL_OPTIONS),
+    ("Clarabel (1e-9, 5000 iterations)", "CLARABEL",
      dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, max_iter=5000)),
-    ("SCS (1e-10)", cp.SCS, dict(eps_abs=1e-10, eps_rel=1e-10, max_iters=200000)),
+    ("SCS (1e-10)", "SCS", dict(eps_abs=1e-10, eps_rel=1e-10, max_iters=200000)),
 )
 
 
-def _solve_cvxpy(problem: cp.Problem, what: str) -> str:
+def _solve_cvxpy(problem: cvxpy.Problem, what: str) -> str:
     """Solve `problem` with the first of SOLVER_ATTEMPTS that reports 'optimal'; returns that attempt's name."""
+    import cvxpy as cp
+
     failures = []
     for name, solver, options in SOLVER_ATTEMPTS:
         try:
@@ -74,6 +79,8 @@ def _solve_cvxpy(problem: cp.Problem, what: str) -> str:
 
 def l2_max_margin(features: np.ndarray, y: np.ndarray) -> MarginSolution:
     """`argmin ||w||_2 s.t. y_i f_i^T w >= 1` (hard-margin SVM without bias) as a QP."""
+    import cvxpy as cp  # here, not on import: about a second to import, needed by conic problems only
+
     n, k = features.shape
     w = cp.Variable(k)
     margins = cp.multiply(y, features @ w) >= 1
@@ -110,6 +117,8 @@ def weighted_l1_max_margin(Z: np.ndarray, y: np.ndarray, weights: np.ndarray | N
     if np.iscomplexobj(Z):
         if pairing is None:
             raise ValueError("pairing: complex Z needs the conjugate pairing of its coordinates")
+        import cvxpy as cp
+
         rho = cp.Variable(m, complex=True)
         margins = cp.multiply(y, cp.real(Z @ rho)) >= 1
         problem = cp.Problem(cp.Minimize(weights @ cp.abs(rho)), [margins, rho[pairing] == cp.conj(rho)])

@@ -232,8 +232,9 @@ def test_sharded_equals_unsharded():
 
 
 def test_batched_gaussian_init_equals_run_by_run():
-    """A group's Gaussian inits come from one compiled call; each must equal its run's own `net.init` (to the
-    last bit or two: compiled and eager sampling round differently, measured 1.2e-16 relative)."""
+    """A group's Gaussian inits come from one compiled program; each must equal its run's own `net.init` (to the
+    last bit or two: compiled and eager sampling round differently, measured 1.2e-16 relative). Batches of other
+    sizes on the same network share that program (one compile per network, not per batch size)."""
     from ltn.sweep._build import init_batch, init_params, network_and_problem
 
     sweep = loads_config(textwrap.dedent("""
@@ -249,3 +250,7 @@ def test_batched_gaussian_init_equals_run_by_run():
     for i, run in enumerate(runs):
         for layer, single in zip(batch, init_params(net, run)):
             np.testing.assert_allclose(layer[i], single, rtol=1e-15, atol=0)
+    from ltn.sweep._build import _gaussian_init
+
+    init_batch(net, runs[:2])
+    assert _gaussian_init(net)._cache_size() == 1

@@ -31,8 +31,9 @@ from jaxtyping import Array, Bool, Float, Int
 CHORD_KAPPA = 0.05
 CHORD_MAX_ITERATIONS = 7
 # A contraction rate at or above this is no progress. With a `J` formed at the step's start, an update that has
-# stopped shrinking while below FLOOR_RTOL of the stage value is round-off (a far classification path carries a
-# relative round-off of ~ -log L eps in its field): the stage is accepted there; otherwise the iteration fails.
+# stopped shrinking while within FLOOR_RTOL (|k| + FLOOR_ATOL) of the stage value is round-off (a far
+# classification path carries a relative round-off of ~ -log L eps in its field): the stage is accepted there,
+# as by `StageNewton`'s test; otherwise the iteration fails.
 STAGNATION_RATE, FLOOR_RTOL, FLOOR_ATOL = 0.9, 1e-3, 1e-3
 # After a step whose iterations contracted more slowly than this, `J` is formed again for the next step.
 SLOW_RATE = 0.3
@@ -43,8 +44,8 @@ _TABLEAUS = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
 class ChordState(eqx.Module):
     """What a step hands the next: the field at its end (FSAL), `J` and the inverse of `I - h_lu gamma J`,
     whether `J` was formed at the current point (`fresh`) or should be formed again before the next step
-    (`stale`), and the work of the step that made it, in
-    gradient evaluations (one per field evaluation, one per Jacobian column)."""
+    (`stale`), and the work of the step that made it, in gradient evaluations (one per field evaluation, one per
+    Jacobian column)."""
 
     f0: Float[Array, " n"]
     jacobian: Float[Array, "n n"]

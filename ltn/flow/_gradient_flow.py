@@ -32,7 +32,7 @@ from ._lockstep import NONFINITE_FIELD, STEP_BUDGET, STEP_UNDERFLOW, lockstep_so
 from ._objective import Checkpoint, Objective, tree_norm
 from ._options import FlowOptions, flow_options
 from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
-from ._solvers import FLOW_SOLVERS, make_solver
+from ._solvers import FLOW_SOLVERS, DenseChord, make_solver
 from ._stepping import stepped_solve
 from ._stiffness import EXPLICIT_PROBE_STEPS, IMPLICIT_FOR_AUTO, STIFF_PRODUCT, step_times_curvature
 
@@ -116,23 +116,35 @@ def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, 
 
 
 def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Leg:
-    """`solver="auto"`: Tsit5 for at most EXPLICIT_PROBE_STEPS steps; each run still going then continues from
-    where it stopped, with the implicit solver where its steps are held at the explicit stability bound
-    (`step_times_curvature`), else with Tsit5, within what is left of `max_steps`."""
-    probe_steps = min(opts.max_steps, EXPLICIT_PROBE_STEPS)
-    first = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=probe_steps), params0, X, y)
-    going_on = np.asarray(first.out_of_steps)
-    if probe_steps == opts.max_steps or not going_on.any():
-        return first
-    product = step_times_curvature(net, loss, opts.reparametrize)(first.params, first.recent_step, X, y)
-    held = going_on & (np.asarray(product) >= STIFF_PRODUCT)
-    rest = dataclasses.replace(opts, max_steps=opts.max_steps - probe_steps)
-    for solver, members in ((IMPLICIT_FOR_AUTO, held), ("tsit5", going_on & ~held)):
-        if members.any():
-            second = _leg(net, loss, dataclasses.replace(rest, solver=solver), params0, X, y, start=first.params,
-                          t0=first.t, active=jnp.asarray(members))
-            first = _joined(first, second, jnp.asarray(members))
-    return first
+    """`solver="auto"`. A network with a dense Jacobian (`DenseChord`) runs the implicit method throughout: its
+    steps cost a few explicit ones and never stall on stiffness (docs/theory.md §9). Larger networks run Tsit5 in
+    rounds of EXPLICIT_PROBE_STEPS steps; after each round, a run still going whose steps are held at the
+    explicit stability bound (`step_times_curvature`) continues with the implicit solver for the rest of
+    `max_steps`, the others with another round: the test follows the path, where stiffness may set in late."""
+    if isinstance(make_solver(IMPLICIT_FOR_AUTO, net.num_params), DenseChord):
+        return _leg(net, loss, dataclasses.replace(opts, solver=IMPLICIT_FOR_AUTO), params0, X, y)
+    batch = params0[0].shape[0]
+    leg, explicit, left = None, np.ones(batch, bool), opts.max_steps
+    while left > 0 and explicit.any():
+        rounds = min(left, EXPLICIT_PROBE_STEPS)
+        explicit_opts = dataclasses.replace(opts, solver="tsit5", max_steps=rounds)
+        if leg is None:
+            leg = _leg(net, loss, explicit_opts, params0, X, y)
+        else:
+            leg = _joined(leg, _leg(net, loss, explicit_opts, params0, X, y, start=leg.params, t0=leg.t,
+                                    active=jnp.asarray(explicit)), jnp.asarray(explicit))
+        left -= rounds
+        explicit &= np.asarray(leg.out_of_steps)
+        if left == 0 or not explicit.any():
+            break
+        product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
+        held = explicit & (np.asarray(product) >= STIFF_PRODUCT)
+        if held.any():
+            implicit_opts = dataclasses.replace(opts, solver=IMPLICIT_FOR_AUTO, max_steps=left)
+            leg = _joined(leg, _leg(net, loss, implicit_opts, params0, X, y, start=leg.params, t0=leg.t,
+                                    active=jnp.asarray(held)), jnp.asarray(held))
+            explicit &= ~held
+    return leg
 
 
 @jax.jit

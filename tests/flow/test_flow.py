@@ -191,7 +191,7 @@ def test_batch_runs_under_one_compile_and_matches_single_runs():
     keys = jax.random.split(jax.random.PRNGKey(7), 3)
     batch = jax.vmap(lambda k: DIAG2.init(k, scale=0.4))(keys)
     before = _gradient_flow.TRACE_COUNT["flow"]
-    batched = ltn.gradient_flow(DIAG2, batch, REG.X, REG.y, "squared")
+    batched = ltn.gradient_flow(DIAG2, batch, REG.X, REG.y, "squared", solver="tsit5")  # the lockstep batch
     # tolerances and budgets (steps, time) are run-time values of the options: new ones reuse the program
     batched_again = ltn.gradient_flow(DIAG2, jax.tree_util.tree_map(lambda p: 2 * p, batch), REG.X, REG.y,
                                       rtol=1e-10, xtol=1e-9, t_max=1e6, max_steps=54321, solver="tsit5")
@@ -199,7 +199,7 @@ def test_batch_runs_under_one_compile_and_matches_single_runs():
     assert list(batched.status_name) == ["converged"] * 3
     assert batched_again.beta.shape == (3, 8)
     for i, key in enumerate(keys):
-        single = ltn.gradient_flow(DIAG2, DIAG2.init(key, scale=0.4), REG.X, REG.y, "squared")
+        single = ltn.gradient_flow(DIAG2, DIAG2.init(key, scale=0.4), REG.X, REG.y, "squared", solver="tsit5")
         # Every run keeps its own step sizes in a batch; batched matmuls round differently, which can flip an
         # accept/reject decision (measured: step counts equal within 2, beta within 1.1e-10 relative).
         assert abs(int(batched.stats.steps[i]) - int(single.stats.steps)) <= 5

@@ -105,16 +105,35 @@ def test_implicit_batch_matches_single_runs():
         assert float(jnp.linalg.norm(both.beta[i] - alone.beta) / jnp.linalg.norm(alone.beta)) <= 1e-10
 
 
-def probe_product(net, params0, X, y, loss="squared", **options):
+def probe_product(net, params0, X, y, loss="squared", max_steps=EXPLICIT_PROBE_STEPS, **options):
     """`h |lambda_max|` where `auto`'s explicit probe ends (h: the step its controller holds there)."""
-    opts = FlowOptions(solver="tsit5", max_steps=EXPLICIT_PROBE_STEPS, **options)
+    opts = FlowOptions(solver="tsit5", max_steps=max_steps, **options)
     leg = _leg(net, loss, opts, jax.tree_util.tree_map(lambda leaf: leaf[None], params0), X, y)
     assert bool(leg.out_of_steps[0])  # still going after the probe
     product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
     return float(product[0])
 
 
-def test_auto_switches_where_stiffness_holds_the_explicit_step():
+@pytest.fixture
+def large_network(monkeypatch):
+    """`auto` as on a network too large for a dense Jacobian: explicit rounds and the stiffness test."""
+    from ltn.flow import _gradient_flow, _solvers
+
+    monkeypatch.setattr(_solvers, "DENSE_MAX_PARAMETERS", 0)
+    _gradient_flow._compiled_flow.cache_clear()
+    yield
+    _gradient_flow._compiled_flow.cache_clear()
+
+
+def test_auto_is_implicit_throughout_on_a_small_network():
+    held = NET.init(jax.random.PRNGKey(0), scale=30.0, kind="theorem")
+    result = ltn.gradient_flow(NET, held, REG.X, REG.y)
+    assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
+    assert int(result.stats.steps) < 300  # measured 131; Tsit5 sits at its stability bound for 20000 and more
+    assert int(result.stats.grad_evals) > int(result.stats.steps)  # counted: stages, iterations, Jacobians
+
+
+def test_auto_switches_where_stiffness_holds_the_explicit_step(large_network):
     """Theorem init at scale 30, depth 3: Tsit5 sits at its stability bound short of the certificate for 20000
     steps and more. `auto` probes with Tsit5, measures h |lambda_max| at the end of the probe and continues the
     same run implicitly from there: it reaches the exact limit."""
@@ -131,7 +150,24 @@ def test_auto_switches_where_stiffness_holds_the_explicit_step():
     assert np.all(np.diff(times) > 0) and times[-1] <= float(result.final.time)
 
 
-def test_auto_does_not_switch_on_a_slow_run_that_is_not_stiff():
+def test_auto_tests_for_stiffness_along_the_path(large_network, monkeypatch):
+    """Rounds of 50 explicit steps on the same run: after one and two rounds its step is not yet held by stability
+    (h |lambda_max| measured 0.17, 0.99), so a single test at the start would keep Tsit5 for the whole budget;
+    the test after each round finds it held later and continues implicitly to the exact limit."""
+    from ltn.flow import _gradient_flow
+
+    monkeypatch.setattr(_gradient_flow, "EXPLICIT_PROBE_STEPS", 50)
+    held = NET.init(jax.random.PRNGKey(0), scale=30.0, kind="theorem")
+    assert probe_product(NET, held, REG.X, REG.y, max_steps=50) < STIFF_PRODUCT
+    assert probe_product(NET, held, REG.X, REG.y, max_steps=100) < STIFF_PRODUCT
+    result = ltn.gradient_flow(NET, held, REG.X, REG.y, max_steps=3000)
+    assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
+    assert 100 < int(result.stats.steps) < 1000  # measured 166; Tsit5 alone runs out of its 3000 steps
+    limit = ltn.predict(NET, REG.X, REG.y, "squared", init=held).beta
+    assert float(jnp.linalg.norm(result.beta - limit) / jnp.linalg.norm(limit)) <= 1e-8
+
+
+def test_auto_does_not_switch_on_a_slow_run_that_is_not_stiff(large_network):
     """Negative control: classification in plain time far out is slow (the loss falls like 1/t, so the steps grow
     only geometrically and the probe ends undecided) but not stiff (the step is set by accuracy, h |lambda_max|
     far below the stability bound): `auto` goes on with Tsit5, and the run, short of its target, says so."""

@@ -32,7 +32,7 @@ from ._lockstep import NONFINITE_FIELD, STEP_BUDGET, STEP_UNDERFLOW, lockstep_so
 from ._objective import Checkpoint, Objective, tree_norm
 from ._options import FlowOptions, flow_options
 from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
-from ._solvers import FLOW_SOLVERS, DenseChord, make_solver
+from ._solvers import FLOW_SOLVERS, make_solver
 from ._stepping import stepped_solve
 from ._stiffness import EXPLICIT_PROBE_STEPS, IMPLICIT_FOR_AUTO, STIFF_PRODUCT, step_times_curvature
 
@@ -116,13 +116,10 @@ def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, 
 
 
 def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Leg:
-    """`solver="auto"`. A network with a dense Jacobian (`DenseChord`) runs the implicit method throughout: its
-    steps cost a few explicit ones and never stall on stiffness (docs/theory.md §9). Larger networks run Tsit5 in
-    rounds of EXPLICIT_PROBE_STEPS steps; after each round, a run still going whose steps are held at the
-    explicit stability bound (`step_times_curvature`) continues with the implicit solver for the rest of
-    `max_steps`, the others with another round: the test follows the path, where stiffness may set in late."""
-    if isinstance(make_solver(IMPLICIT_FOR_AUTO, net.num_params), DenseChord):
-        return _leg(net, loss, dataclasses.replace(opts, solver=IMPLICIT_FOR_AUTO), params0, X, y)
+    """`solver="auto"`: Tsit5 in rounds of EXPLICIT_PROBE_STEPS steps; after each round, a run still going whose
+    steps are held at the explicit stability bound (`step_times_curvature`) continues with the implicit solver for
+    the rest of `max_steps`, the others with another round: the test follows the path, where stiffness may set in
+    late (docs/theory.md §9)."""
     batch = params0[0].shape[0]
     leg, explicit, left = None, np.ones(batch, bool), opts.max_steps
     while left > 0 and explicit.any():

@@ -3,12 +3,12 @@
 An explicit Runge-Kutta pair (`ExplicitPair`) is cheap per step but its step is bounded by stability,
 `h |lambda_max| <~ 3`, where `lambda_max` is the largest curvature of the loss along the path: a flow whose slow
 directions still move while its fast ones have settled (the rich regime, late classification) is stiff, and an
-explicit pair crawls. The implicit, L-stable ESDIRK methods of Kvaerno (`NewtonKrylov`) take steps set by accuracy
-alone. Their stage equations are solved by Newton's method whose linear systems `(I - h a J) dz = r` go to GMRES:
-`J v` is a Jacobian-vector product of the vector field through JAX (for the flow, a Hessian-vector product), so
-no Jacobian is ever formed and the cost of a step grows like that of a gradient, at any parameter count
-(docs/theory.md §9). Up to DENSE_MAX_PARAMETERS parameters the Jacobian (a batch of Jacobian-vector products) is
-formed and LU-factorised instead: at that size a factorisation costs less than GMRES's sequence of products.
+explicit pair crawls. The implicit, L-stable ESDIRK methods of Kvaerno take steps set by accuracy alone. Up to
+DENSE_MAX_PARAMETERS parameters (`DenseChord`) their stage equations are solved by chord iterations on a Jacobian
+(a batch of Jacobian-vector products) and an inverse of `I - h gamma J` kept across stages and steps
+(`ChordESDIRK`). Above (`NewtonKrylov`), by Newton's method whose linear systems go to GMRES: `J v` is a
+Jacobian-vector product of the vector field through JAX (for the flow, a Hessian-vector product), so no Jacobian
+is formed and the cost of a step grows like that of a gradient, at any parameter count (docs/theory.md §9).
 """
 
 from __future__ import annotations

@@ -120,27 +120,28 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
     steps are held at the explicit stability bound (`step_times_curvature`) continues with the implicit solver for
     the rest of `max_steps`, the others with another round: the test follows the path, where stiffness may set in
     late (docs/theory.md §9)."""
-    batch = params0[0].shape[0]
-    leg, explicit, left = None, np.ones(batch, bool), opts.max_steps
+
+    def continued(leg: Leg, solver: str, max_steps: int, members) -> Leg:
+        """`leg` with its `members` run on from where they stopped."""
+        more = dataclasses.replace(opts, solver=solver, max_steps=max_steps)
+        return _joined(leg, _leg(net, loss, more, params0, X, y, start=leg.params, t0=leg.t,
+                                 active=jnp.asarray(members)), jnp.asarray(members))
+
+    rounds = min(opts.max_steps, EXPLICIT_PROBE_STEPS)
+    leg = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=rounds), params0, X, y)
+    left = opts.max_steps - rounds
+    explicit = np.array(leg.out_of_steps)  # a writable copy: narrowed in place below
     while left > 0 and explicit.any():
-        rounds = min(left, EXPLICIT_PROBE_STEPS)
-        explicit_opts = dataclasses.replace(opts, solver="tsit5", max_steps=rounds)
-        if leg is None:
-            leg = _leg(net, loss, explicit_opts, params0, X, y)
-        else:
-            leg = _joined(leg, _leg(net, loss, explicit_opts, params0, X, y, start=leg.params, t0=leg.t,
-                                    active=jnp.asarray(explicit)), jnp.asarray(explicit))
-        left -= rounds
-        explicit &= np.asarray(leg.out_of_steps)
-        if left == 0 or not explicit.any():
-            break
         product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
         held = explicit & (np.asarray(product) >= STIFF_PRODUCT)
         if held.any():
-            implicit_opts = dataclasses.replace(opts, solver=IMPLICIT_FOR_AUTO, max_steps=left)
-            leg = _joined(leg, _leg(net, loss, implicit_opts, params0, X, y, start=leg.params, t0=leg.t,
-                                    active=jnp.asarray(held)), jnp.asarray(held))
+            leg = continued(leg, IMPLICIT_FOR_AUTO, left, held)
             explicit &= ~held
+        if explicit.any():
+            rounds = min(left, EXPLICIT_PROBE_STEPS)
+            leg = continued(leg, "tsit5", rounds, explicit)
+            left -= rounds
+            explicit &= np.asarray(leg.out_of_steps)
     return leg
 
 
@@ -216,7 +217,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         final = checkpoint(t, params, args)
         return Leg(params=params, t=t, records=records, level_records=level_records, final=final, status=status,
                    steps=steps, accepted=accepted,
-                   grad_evals=jnp.asarray(flow_solver.grad_evals(steps, work)), solver=jnp.full_like(steps, solver_code),
+                   grad_evals=jnp.asarray(flow_solver.grad_evals(steps, work)),
+                   solver=jnp.full_like(steps, solver_code),
                    out_of_steps=out_of_steps, recent_step=recent_step)
 
     def is_broken_end(params, velocity, final: Checkpoint):

@@ -110,8 +110,8 @@ class NewtonKrylov(FlowSolver):
 
 
 class DenseChord(FlowSolver):
-    """Kvaerno's ESDIRK method (order 5 or 3) with chord stage solves on a dense Jacobian and LU factorisation
-    kept across stages and steps (`ChordESDIRK`)."""
+    """Kvaerno's ESDIRK method (order 5 or 3) with chord stage solves on a dense Jacobian and the inverse of
+    `I - h gamma J`, kept across stages and steps (`ChordESDIRK`)."""
 
     lockstep: ClassVar[bool] = False
 

@@ -237,7 +237,7 @@ class KKTDistance:
     the point does not separate). `alignment`: `1 - cos(theta, -grad log L(theta))` at the point as given (its
     scale matters: it tends to 0 along a flow that converges in direction). `kkt_point`: theta* (margin 1).
     `multipliers`: nu >= 0 of theta*, zero off `active`. `newton_residual`: relative residual of the KKT system
-    at theta*. `note`: why the distance is inf, if it is.
+    at theta*. `note`: why the distance is inf, or why it is only an upper bound, if either.
     """
 
     distance: float

@@ -1,9 +1,16 @@
-"""The persistent compilation cache: XLA programs compiled once are kept on disk and reused by later processes.
+"""The persistent caches: programs traced and compiled once are kept on disk and reused by later processes.
 
 Most of a small sweep's wall time is XLA compilation of the same few programs (the flow solves, the theory's
 dual Newton solves), and a second `ltn run` of the same config compiles exactly the same programs. JAX can keep
 compiled executables in a folder keyed by the program, the compile options, the devices and the JAX version, so
 a stale entry is never used. This module decides where that folder is and switches JAX's cache on.
+
+Finding a compiled program in that cache still needs the program itself: tracing ltn's functions to a jaxpr and
+lowering it, seconds for a flow solve, paid again by every process. `cached_program` keeps the lowered program
+too (`jax.export`, in the folder's `programs/`), keyed by everything it was traced from: the program's name and
+static arguments (the network by content), the structure, shapes and dtypes of its arguments, ltn's source
+files, the versions of JAX and the libraries traced into it, and the JAX settings that change a trace. A process
+that finds it neither traces nor lowers; any change to those makes a new entry, never a stale reuse.
 
 The `ltn` command turns the cache on for its own process (`--no-cache` turns it off). Importing ltn as a library
 does not: writing into the user's home on import is a side effect a library should not have (read-only homes,
@@ -12,10 +19,22 @@ many processes on a cluster, tests that must not touch ~). Library users call `e
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
+import logging
 import os
+import pickle
+import tempfile
 import warnings
+from pathlib import Path
+from typing import Callable
 
 ENV_VAR = "LTN_CACHE_DIR"
+# The libraries whose code is traced into ltn's programs (a new version may trace differently).
+_TRACED_LIBRARIES = ("jax", "jaxlib", "diffrax", "equinox", "lineax", "optimistix", "numpy")
+_log = logging.getLogger(__name__)
+_programs_dir: list[str | None] = [None]  # the folder of traced programs; None while the cache is off
 
 
 def cache_dir() -> str | None:
@@ -72,4 +91,130 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # no size threshold, and no overrides
     jax.config.update("jax_compilation_cache_dir", path)
     compilation_cache.reset_cache()  # JAX opens its cache once per process: a new folder needs a reopen
+    programs = os.path.join(path, "programs")
+    os.makedirs(programs, exist_ok=True)
+    _programs_dir[0] = programs
     return path
+
+
+def cached_program(program: Callable, name: str, *static) -> Callable:
+    """`program` (a `jax.jit` function of pytrees of arrays) through the traced-program cache (module docstring).
+
+    **Arguments:**
+
+    - `program`: the jitted function; its results are pytrees of arrays.
+    - `name`, `static`: what else determines the program: every Python value it closes over (a network spec,
+      a loss name, a solver name, ...), compared by their pickled bytes.
+
+    **Returns:**
+
+    A function with `program`'s signature. While the cache is off it calls `program` itself; a program that
+    cannot be exported (e.g. one that calls back into Python) or whose static values cannot be pickled is called
+    as it is.
+    """
+    try:
+        static_key = hashlib.sha256(pickle.dumps((name, static))).hexdigest()
+    except (pickle.PicklingError, TypeError, AttributeError):  # e.g. a user's network holding a lambda
+        return program
+    entries: dict[tuple, tuple | None] = {}
+
+    @functools.wraps(program)
+    def call(*args):
+        import jax
+
+        folder = _programs_dir[0]
+        if folder is None or jax.device_count() > 1:  # sharded batches run as traced: their layout varies
+            return program(*args)
+        leaves, in_tree = jax.tree_util.tree_flatten(args)
+        signature = (str(in_tree), tuple(_abstract(leaf) for leaf in leaves))
+        if signature not in entries:
+            entries[signature] = _load_or_export(program, name, folder, static_key, signature, in_tree, leaves)
+        entry = entries[signature]
+        if entry is None:
+            return program(*args)
+        runner, out_tree = entry
+        return jax.tree_util.tree_unflatten(out_tree, runner(*leaves))
+
+    return call
+
+
+def _abstract(leaf) -> tuple:
+    """Shape, dtype and weak type of an argument: what a trace depends on."""
+    import jax.numpy as jnp
+
+    weak = isinstance(leaf, (bool, int, float, complex)) or bool(getattr(leaf, "weak_type", False))
+    return tuple(jnp.shape(leaf)), str(jnp.result_type(leaf)), weak
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> str:
+    """A digest of what every trace depends on beyond a program's own arguments."""
+    import jax
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(str(path.relative_to(Path(__file__).parent)).encode())
+        digest.update(path.read_bytes())
+    for library in _TRACED_LIBRARIES:
+        digest.update(f"{library}={importlib.metadata.version(library)}".encode())
+    settings = (jax.default_backend(), jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision,
+                jax.config.jax_numpy_rank_promotion, jax.config.jax_default_prng_impl)
+    digest.update(repr(settings).encode())
+    return digest.hexdigest()
+
+
+def _load_or_export(program: Callable, name: str, folder: str, static_key: str, signature: tuple, in_tree,
+                    leaves):
+    """The compiled caller of the exported program and the structure of its results, read from `folder` or
+    traced and written there; None when `program` cannot be exported."""
+    import jax
+    from jax import export
+
+    key = hashlib.sha256(repr((static_key, signature, _environment())).encode()).hexdigest()
+    path = os.path.join(folder, key + ".exported")
+    try:
+        with open(path, "rb") as file:
+            skeleton, serialized = pickle.load(file)
+        exported = export.deserialize(serialized)
+    except FileNotFoundError:
+        exported = None
+    except Exception as error:  # noqa: BLE001 - a damaged or foreign entry is traced again and replaced
+        _log.warning("traced-program cache: entry %s unreadable (%s), traced again", path, error)
+        exported = None
+    if exported is None:
+        structure = []
+
+        def flat(*flat_args):
+            results = program(*jax.tree_util.tree_unflatten(in_tree, flat_args))
+            out_leaves, out_tree = jax.tree_util.tree_flatten(results)
+            structure.append(out_tree)
+            return out_leaves
+
+        flat.__name__ = name
+        try:
+            serialized = export.export(jax.jit(flat))(*leaves).serialize()
+        except Exception as error:  # noqa: BLE001 - e.g. a host callback: the program runs as traced
+            _log.info("traced-program cache: %s not exported (%s)", name, error)
+            return None
+        skeleton = jax.tree_util.tree_unflatten(structure[-1], list(range(structure[-1].num_leaves)))
+        _write_atomically(path, pickle.dumps((skeleton, serialized)))
+        # The program read back, as a later process will: its results then have the same types (weak types are
+        # not serialized), so the programs they feed are the same too.
+        exported = export.deserialize(serialized)
+
+    def run(*flat_args):
+        return exported.call(*flat_args)
+
+    run.__name__ = name
+    return jax.jit(run), jax.tree_util.tree_structure(skeleton)
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Write through a temporary file and a rename, so that a concurrent reader sees all of it or none."""
+    try:
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        _log.warning("traced-program cache: cannot write %s (%s)", path, error)

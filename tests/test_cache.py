@@ -1,5 +1,6 @@
-"""The persistent compilation cache: where it lives, how it is turned off, and that a second process reuses what
-the first one compiled (judged by JAX's own cache events, not by timing)."""
+"""The persistent caches: where they live, how they are turned off, that a second process reuses what the first
+one compiled (judged by JAX's own cache events, not by timing) and traced (judged by ltn's trace count), and that
+a program traced from other values is never reused."""
 
 import json
 import os
@@ -128,3 +129,54 @@ def test_explicit_path_beats_the_environment(tmp_path):
     report = _worker("", f"ltn.enable_compilation_cache({str(tmp_path / 'explicit')!r})")
     assert report["path"] == report["config"] == str(tmp_path / "explicit")
     assert report["cache_misses"] == report["compile_requests_use_cache"] >= 2
+
+
+# One flow in a fresh process with the caches in argv[1]: an odeco network whose bases are drawn from argv[2] (the
+# same shapes for every seed: only the values, closed over by the program, tell two networks apart).
+FLOW_WORKER = """
+import json, sys
+import jax
+import numpy as np
+import ltn
+from ltn.flow import _gradient_flow
+
+ltn.enable_compilation_cache(sys.argv[1])
+rng = np.random.default_rng(int(sys.argv[2]))
+bases = tuple(np.linalg.qr(rng.standard_normal((4, 4)))[0] for _ in range(2))
+net = ltn.Odeco(np.eye(4), bases)
+X = np.random.default_rng(0).standard_normal((3, 4))
+y = X @ np.array([1.0, 0.0, -0.5, 0.0])
+params0 = net.init(jax.random.PRNGKey(0), scale=0.3)
+result = ltn.gradient_flow(net, params0, X, y, solver="tsit5", checkpoints=8)
+print(json.dumps({"traced": _gradient_flow.TRACE_COUNT["flow"], "beta": np.asarray(result.beta).tolist(),
+                  "steps": int(result.stats.steps), "status": int(result.status)}))
+"""
+
+
+def _flow_worker(cache: str, seed: int) -> dict:
+    output = subprocess.run([sys.executable, "-c", FLOW_WORKER, cache, str(seed)], check=True, capture_output=True,
+                            text=True).stdout
+    return json.loads(output.splitlines()[-1])
+
+
+def test_a_second_process_traces_nothing_and_gets_the_same_flow(tmp_path):
+    cache = str(tmp_path / "cache")
+    first = _flow_worker(cache, seed=0)
+    assert first["traced"] == 1
+    assert os.listdir(os.path.join(cache, "programs"))
+    second = _flow_worker(cache, seed=0)
+    assert second["traced"] == 0  # the flow's program read back: neither traced nor lowered
+    assert second == {**first, "traced": 0}  # bit for bit
+
+    # Negative control: another network of the same shapes is traced anew, never served the first one's program.
+    other = _flow_worker(cache, seed=1)
+    assert other["traced"] == 1
+    assert other["beta"] != first["beta"]
+
+    # A damaged entry is traced again and replaced, with the same results.
+    for name in os.listdir(os.path.join(cache, "programs")):
+        with open(os.path.join(cache, "programs", name), "wb") as file:
+            file.write(b"not a program")
+    repaired = _flow_worker(cache, seed=0)
+    assert repaired == first
+    assert _flow_worker(cache, seed=0) == {**first, "traced": 0}

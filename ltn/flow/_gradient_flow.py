@@ -24,6 +24,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
+from .._cache import cached_program
 from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays, first_run
@@ -320,7 +321,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         return jax.vmap(solve_one, in_axes=(0, 0, 0, 0, None, None, None), axis_name=BATCH_AXIS)(
             params0, start, t0, active, X, y, opts)
 
-    return jax.jit(solve)
+    return cached_program(jax.jit(solve), "flow.solve", net, loss, solver_name, checkpoints, reparametrize)
 
 
 @functools.lru_cache(maxsize=64)
@@ -349,7 +350,7 @@ def _assembled(net: Network, loss: str, reparametrize: bool):
                           final=leg.final, final_log_time=final_log_time,
                           trajectory=Trajectory(checkpoints=leg.records, log_time=log_time))
 
-    return jax.jit(assemble)
+    return cached_program(jax.jit(assemble), "flow.assemble", net, loss, reparametrize)
 
 
 def _log_dt_ds(c: Checkpoint, depth: int):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from .._cache import cached_program
 from ..networks import Network
 from ._objective import Objective
 
@@ -49,4 +50,5 @@ def step_times_curvature(net: Network, loss: str, reparametrize: bool):
         field = lambda v: ravel_pytree(objective.velocity(unravel(v), X, y, reparametrize))[0]  # noqa: E731
         return recent_step * largest_curvature(field, flat)
 
-    return jax.jit(jax.vmap(product, in_axes=(0, 0, None, None)))
+    return cached_program(jax.jit(jax.vmap(product, in_axes=(0, 0, None, None))), "flow.stiffness", net, loss,
+                          reparametrize)

@@ -59,7 +59,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     under a second, which are most of them on a small problem). A program that calls back into Python (e.g. a
     runtime check of equinox's `error_if` on a traced value) cannot be cached: JAX compiles it every time. A
     folder that cannot be created or written costs the cache, not the computation: one warning, and every program
-    is compiled as usual.
+    is compiled as usual. The flow's programs are kept traced as well, in the folder's `programs/`
+    (`cached_program`).
 
     **Arguments:**
 

@@ -134,7 +134,10 @@ def cached_program(program: Callable, name: str, *static) -> Callable:
         if entry is None:
             return program(*args)
         runner, out_tree = entry
-        return jax.tree_util.tree_unflatten(out_tree, runner(*leaves))
+        # Every argument committed to the one device: a call with uncommitted arguments (fresh NumPy or Python
+        # values) would otherwise compile the same program a second time.
+        device = jax.devices()[0]
+        return jax.tree_util.tree_unflatten(out_tree, runner(*(jax.device_put(leaf, device) for leaf in leaves)))
 
     return call
 

@@ -21,6 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
@@ -35,7 +36,8 @@ from ._options import FlowOptions, flow_options
 from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
 from ._solvers import FLOW_SOLVERS, make_solver
 from ._stepping import stepped_solve
-from ._stiffness import EXPLICIT_PROBE_STEPS, IMPLICIT_FOR_AUTO, STIFF_PRODUCT, step_times_curvature
+from ._stiffness import (EXPLICIT_PROBE_STEPS, IMPLICIT_FOR_AUTO, SPARING_STEPS, STIFF_PRODUCT,
+                          step_times_curvature)
 
 SOLVERS = FLOW_SOLVERS
 # Gauss-Legendre nodes for the reconstruction of original time between checkpoints (classification).
@@ -47,13 +49,14 @@ TRACE_COUNT = {"flow": 0}  # incremented at trace time; tests use it to prove on
 
 
 class Leg(eqx.Module):
-    """Where one leg of a batch of runs ended: per run, the parameters and time, the records of the checkpoints
-    this leg passed (`inf` elsewhere: `records` at the times of the grid, `level_records` where -log L first
-    reached each of LOG_LOSS_LEVELS, classification only), the summaries at the end, its status, its work,
-    whether it stopped on its step budget (`out_of_steps`, so another leg may go on) and the controller's next
-    step (`recent_step`)."""
+    """Where one leg of a batch of runs ended: per run, the parameters, their predictor and the time, the records
+    of the checkpoints this leg passed (`inf` elsewhere: `records` at the times of the grid, `level_records` where
+    -log L first reached each of LOG_LOSS_LEVELS, classification only), the summaries at the end, its status, its
+    work, whether it stopped on its step budget (`out_of_steps`, so another leg may go on) and the controller's
+    next step (`recent_step`)."""
 
     params: tuple
+    beta: Float[Array, "batch d"]
     t: Float[Array, " batch"]
     records: Checkpoint
     level_records: Checkpoint
@@ -101,7 +104,7 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
         leg = _solve_auto(net, loss, opts, params0, X, y)
     else:
         leg = _leg(net, loss, opts, params0, X, y)
-    result = _assembled(net, loss, opts.reparametrize)(leg)
+    result = _assembled(leg, net.depth, task == "classification" and opts.reparametrize)
     return result if batched else first_run(result)
 
 
@@ -120,50 +123,74 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
     """`solver="auto"`: Tsit5 in rounds of EXPLICIT_PROBE_STEPS steps; after each round, a run still going whose
     steps are held at the explicit stability bound (`step_times_curvature`) continues with the implicit solver for
     the rest of `max_steps`, the others with another round: the test follows the path, where stiffness may set in
-    late (docs/theory.md §9)."""
+    late. A classification run within SPARING_STEPS steps of its target goes on explicitly instead, once
+    (docs/theory.md §9)."""
 
     def continued(leg: Leg, solver: str, max_steps: int, members) -> Leg:
         """`leg` with its `members` run on from where they stopped."""
         more = dataclasses.replace(opts, solver=solver, max_steps=max_steps)
         return _joined(leg, _leg(net, loss, more, params0, X, y, start=leg.params, t0=leg.t,
-                                 active=jnp.asarray(members)), jnp.asarray(members))
+                                 active=jnp.asarray(members)), members)
 
     rounds = min(opts.max_steps, EXPLICIT_PROBE_STEPS)
     leg = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=rounds), params0, X, y)
     left = opts.max_steps - rounds
     explicit = np.array(leg.out_of_steps)  # a writable copy: narrowed in place below
+    spared = np.zeros_like(explicit)
     while left > 0 and explicit.any():
-        product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
-        held = explicit & (np.asarray(product) >= STIFF_PRODUCT)
+        # A run that reaches its target within SPARING_STEPS explicit steps at its present pace, even held by
+        # stability, costs less that way than compiling the implicit program: it goes on explicitly for one longer
+        # round, once (its pace may be falling), without a stiffness test.
+        near = explicit & ~spared & _within_steps_of_target(leg, opts.target_log_loss, SPARING_STEPS)
+        spared |= near
+        held = np.zeros_like(explicit)
+        if (explicit & ~near).any():
+            product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
+            held = explicit & ~near & (np.asarray(product) >= STIFF_PRODUCT)
         if held.any():
             leg = continued(leg, IMPLICIT_FOR_AUTO, left, held)
             explicit &= ~held
         if explicit.any():
-            rounds = min(left, EXPLICIT_PROBE_STEPS)
+            rounds = min(left, SPARING_STEPS if near.any() else EXPLICIT_PROBE_STEPS)
             leg = continued(leg, "tsit5", rounds, explicit)
             left -= rounds
             explicit &= np.asarray(leg.out_of_steps)
     return leg
 
 
-@jax.jit
+def _within_steps_of_target(leg: Leg, target: float, steps: int):
+    """Classification: whether a run reaches `target` within `steps` explicit steps. Where its step is held by
+    stability, at `~1/|lambda_max|`, `|lambda_max|` grows like `-log L` (measured 4.1e8 at -1e8 on a diagonal
+    network) while `log(-log L)` moves evenly in the rescaled time; so the steps left are about
+    `(target / log L - 1) / p`, with `p` the present step's advance in `log(-log L)` (an upper estimate where the
+    step is not held, and grows)."""
+    log_loss, rate = np.asarray(leg.final.log_loss), np.asarray(leg.final.log_loss_rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        advance = np.asarray(leg.recent_step) * rate / log_loss
+        left = target / log_loss - 1
+    return (log_loss < 0) & np.isfinite(left) & (advance > 0) & (left <= steps * advance)
+
+
 def _joined(first: Leg, second: Leg, continued) -> Leg:
-    """`first` where a run did not continue; else `second`'s end with the records of both and the work summed."""
+    """`first` where a run did not continue; else `second`'s end with the records of both and the work summed.
+    In NumPy: a selection over small arrays, cheaper than a compiled program."""
+    first, second = jax.tree_util.tree_map(np.asarray, (first, second))
+    continued = np.asarray(continued)
 
     def pick(a, b):
-        return jnp.where(continued.reshape(-1, *[1] * (a.ndim - 1)), b, a)
+        return np.where(continued.reshape(-1, *[1] * (a.ndim - 1)), b, a)
 
     def filled(a: Checkpoint, b: Checkpoint) -> Checkpoint:
-        reached = jnp.isfinite(b.time)
+        reached = np.isfinite(b.time)
         return jax.tree_util.tree_map(
-            lambda x, y: jnp.where(reached.reshape(*reached.shape, *[1] * (x.ndim - 2)), y, x), a, b)
+            lambda x, y: np.where(reached.reshape(*reached.shape, *[1] * (x.ndim - 2)), y, x), a, b)
 
     uncounted = (first.grad_evals < 0) | (second.grad_evals < 0)
-    merged = Leg(params=second.params, t=second.t, records=filled(first.records, second.records),
+    merged = Leg(params=second.params, beta=second.beta, t=second.t, records=filled(first.records, second.records),
                  level_records=filled(first.level_records, second.level_records), final=second.final,
                  status=second.status,
                  steps=first.steps + second.steps, accepted=first.accepted + second.accepted,
-                 grad_evals=jnp.where(uncounted, -1, first.grad_evals + second.grad_evals), solver=second.solver,
+                 grad_evals=np.where(uncounted, -1, first.grad_evals + second.grad_evals), solver=second.solver,
                  out_of_steps=second.out_of_steps, recent_step=second.recent_step)
     return jax.tree_util.tree_map(pick, first, merged)
 
@@ -216,7 +243,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
 
     def leg(params, t, records, level_records, status, steps, accepted, work, out_of_steps, recent_step, args):
         final = checkpoint(t, params, args)
-        return Leg(params=params, t=t, records=records, level_records=level_records, final=final, status=status,
+        return Leg(params=params, beta=net.beta(params), t=t, records=records, level_records=level_records,
+                   final=final, status=status,
                    steps=steps, accepted=accepted,
                    grad_evals=jnp.asarray(flow_solver.grad_evals(steps, work)),
                    solver=jnp.full_like(steps, solver_code),
@@ -324,38 +352,35 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
     return cached_program(jax.jit(solve), "flow.solve", net, loss, solver_name, checkpoints, reparametrize)
 
 
-@functools.lru_cache(maxsize=64)
-def _assembled(net: Network, loss: str, reparametrize: bool):
-    """Compiled: the `FlowResult` of a finished leg (original time of the checkpoints, the statistics)."""
-    reparam = task_of(loss) == "classification" and reparametrize
-
-    def assemble(leg: Leg) -> FlowResult:
-        # One trajectory: the records of the time grid and of the levels, in the order the path passed them.
-        records = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=1), leg.records,
-                                         leg.level_records)
-        order = jnp.argsort(records.time, axis=1, stable=True)
-        records = jax.tree_util.tree_map(
-            lambda leaf: jnp.take_along_axis(leaf, order.reshape(*order.shape, *[1] * (leaf.ndim - 2)), axis=1),
-            records)
-        leg = dataclasses.replace(leg, records=records)
-        if reparam:
-            log_time, final_log_time = jax.vmap(_reconstruct_log_time, in_axes=(0, 0, None))(
-                leg.records, leg.final, net.depth)
-        else:
-            log_time = jnp.where(leg.records.time > 0, jnp.log(leg.records.time), -jnp.inf)
-            final_log_time = jnp.log(leg.t)
-        stats = Stats(steps=leg.steps, accepted_steps=leg.accepted, rejected_steps=leg.steps - leg.accepted,
-                      grad_evals=leg.grad_evals, solver=leg.solver)
-        return FlowResult(params=leg.params, beta=jax.vmap(net.beta)(leg.params), status=leg.status, stats=stats,
-                          final=leg.final, final_log_time=final_log_time,
-                          trajectory=Trajectory(checkpoints=leg.records, log_time=log_time))
-
-    return cached_program(jax.jit(assemble), "flow.assemble", net, loss, reparametrize)
+def _assembled(leg: Leg, depth: int, reparametrized: bool) -> FlowResult:
+    """The `FlowResult` of a finished leg: one trajectory of the records of the time grid and of the levels in the
+    order the path passed them, original time at each (a quadrature on the rescaled path), the statistics. In
+    NumPy: a few small arrays, cheaper to handle than to compile."""
+    leg = jax.tree_util.tree_map(np.asarray, leg)
+    records = jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b], axis=1), leg.records, leg.level_records)
+    order = np.argsort(records.time, axis=1, kind="stable")
+    records = jax.tree_util.tree_map(
+        lambda leaf: np.take_along_axis(leaf, order.reshape(*order.shape, *[1] * (leaf.ndim - 2)), axis=1),
+        records)
+    if reparametrized:
+        times = [_reconstruct_log_time(jax.tree_util.tree_map(lambda leaf: leaf[i], records),
+                                       jax.tree_util.tree_map(lambda leaf: leaf[i], leg.final), depth)
+                 for i in range(leg.t.shape[0])]
+        log_time, final_log_time = np.stack([t[0] for t in times]), np.array([t[1] for t in times])
+    else:
+        with np.errstate(divide="ignore"):
+            log_time = np.where(records.time > 0, np.log(records.time), -np.inf)
+            final_log_time = np.log(leg.t)
+    stats = Stats(steps=leg.steps, accepted_steps=leg.accepted, rejected_steps=leg.steps - leg.accepted,
+                  grad_evals=leg.grad_evals, solver=leg.solver)
+    result = FlowResult(params=leg.params, beta=leg.beta, status=leg.status, stats=stats, final=leg.final,
+                        final_log_time=final_log_time, trajectory=Trajectory(checkpoints=records, log_time=log_time))
+    return jax.tree_util.tree_map(jnp.asarray, result)
 
 
 def _log_dt_ds(c: Checkpoint, depth: int):
     """`a = log(dt/ds) = -log L + (2-L) log ||theta||` and its derivative in s."""
-    a = -c.log_loss + (2 - depth) * jnp.log(c.param_norm)
+    a = -c.log_loss + (2 - depth) * np.log(c.param_norm)
     rate = -c.log_loss_rate + (2 - depth) * c.param_norm_rate / c.param_norm
     return a, rate
 
@@ -367,18 +392,21 @@ def _log_integral(s0, s1, a0, a1, r0, r1):
     u = (_GL_NODES + 1) / 2
     h00, h10, h01, h11 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u, -2 * u**3 + 3 * u**2, u**3 - u**2
     a = h00 * a0[..., None] + h10 * (h * r0)[..., None] + h01 * a1[..., None] + h11 * (h * r1)[..., None]
-    return jnp.log(h / 2) + jax.nn.logsumexp(a + jnp.log(_GL_WEIGHTS), axis=-1)
+    return np.log(h / 2) + scipy.special.logsumexp(a + np.log(_GL_WEIGHTS), axis=-1)
 
 
 def _reconstruct_log_time(records: Checkpoint, final: Checkpoint, depth: int):
-    a, rate = _log_dt_ds(records, depth)
-    reached = jnp.isfinite(records.time)
-    pieces = _log_integral(records.time[:-1], records.time[1:], a[:-1], a[1:], rate[:-1], rate[1:])
-    pieces = jnp.where(reached[1:], pieces, -jnp.inf)
-    log_time = jnp.concatenate([jnp.full(1, -jnp.inf), jax.lax.associative_scan(jnp.logaddexp, pieces)])
-    log_time = jnp.where(reached, log_time, jnp.inf)
-    last = jnp.sum(reached) - 1
-    a_end, rate_end = _log_dt_ds(final, depth)
-    tail = _log_integral(records.time[last], final.time, a[last], a_end, rate[last], rate_end)
-    tail = jnp.where(final.time > records.time[last], tail, -jnp.inf)
-    return log_time, jnp.logaddexp(log_time[last], tail)
+    """One run: log of the original time at each reached record (`-inf` at the start, `inf` where not reached)
+    and at the run's end. Unreached records are `inf`: what they give is masked out."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        a, rate = _log_dt_ds(records, depth)
+        reached = np.isfinite(records.time)
+        pieces = _log_integral(records.time[:-1], records.time[1:], a[:-1], a[1:], rate[:-1], rate[1:])
+        pieces = np.where(reached[1:], pieces, -np.inf)
+        log_time = np.concatenate([np.full(1, -np.inf), np.logaddexp.accumulate(pieces)])
+        log_time = np.where(reached, log_time, np.inf)
+        last = np.sum(reached) - 1
+        a_end, rate_end = _log_dt_ds(final, depth)
+        tail = _log_integral(records.time[last], final.time, a[last], a_end, rate[last], rate_end)
+        tail = np.where(final.time > records.time[last], tail, -np.inf)
+        return log_time, np.logaddexp(log_time[last], tail)

@@ -1,6 +1,6 @@
 """Classification predictions: max-margin problems solved with well-kept convex solvers (docs/theory.md §5-6).
 
-- l2 max margin (hard-margin SVM through the origin): a QP, cvxpy + Clarabel.
+- l2 max margin (hard-margin SVM through the origin): a least-distance program, SciPy's NNLS.
 - l1 max margin in transformed space `z = S x`: an LP (SciPy's HiGHS) for real S; an SOCP (cvxpy + Clarabel)
   for complex S, with the constraint on `Re(z^T rho)` (the optimum can be taken conjugate-symmetric, so
   `beta = Re(S^T rho)` loses nothing).
@@ -78,18 +78,23 @@ def _solve_cvxpy(problem: cvxpy.Problem, what: str) -> str:
 
 
 def l2_max_margin(features: np.ndarray, y: np.ndarray) -> MarginSolution:
-    """`argmin ||w||_2 s.t. y_i f_i^T w >= 1` (hard-margin SVM without bias) as a QP."""
-    import cvxpy as cp  # here, not on import: about a second to import, needed by conic problems only
-
-    n, k = features.shape
-    w = cp.Variable(k)
-    margins = cp.multiply(y, features @ w) >= 1
-    problem = cp.Problem(cp.Minimize(cp.sum_squares(w) / 2), [margins])
-    solver = _solve_cvxpy(problem, "l2 max-margin QP")
-    stats = problem.solver_stats
-    return MarginSolution(np.asarray(w.value), np.maximum(np.asarray(margins.dual_value), 0.0),
-                          {"solver": f"cvxpy/{solver} QP", "status": problem.status,
-                           "iterations": stats.num_iters, "objective": float(problem.value)})
+    """`argmin ||w||_2 s.t. y_i f_i^T w >= 1` (hard-margin SVM without bias), exactly: a least-distance program,
+    solved as Lawson and Hanson's nonnegative least squares (`scipy.optimize.nnls`, an active-set method that
+    ends on the exact support). With `G` the signed features, `u = argmin_{u >= 0} ||[G^T; 1^T] u - e||` gives
+    `r = [G^T u; 1^T u - 1]`, `w = G^T u / (1 - 1^T u)` and the multipliers `u / (1 - 1^T u)`; `r = 0` means that
+    no such `w` exists."""
+    signed = y[:, None] * features
+    n, k = signed.shape
+    E = np.vstack([signed.T, np.ones((1, n))])
+    target = np.zeros(k + 1)
+    target[-1] = 1.0
+    u, distance = scipy.optimize.nnls(E, target, maxiter=50 * (n + k))
+    scale = 1.0 - u.sum()
+    if distance <= 1e-12 or scale <= 0:
+        raise SolverError("l2 max-margin: no w separates the data (the least-distance program is infeasible)")
+    w = signed.T @ u / scale
+    return MarginSolution(w, u / scale, {"solver": "scipy NNLS (least-distance program)", "status": "optimal",
+                                         "objective": float(w @ w / 2)})
 
 
 def conjugate_pairing(S: np.ndarray) -> np.ndarray:

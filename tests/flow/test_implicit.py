@@ -14,7 +14,7 @@ from ltn.data import separable_classification, sparse_regression
 from ltn.flow._gradient_flow import _leg
 from ltn.flow._objective import Objective
 from ltn.flow._options import FlowOptions
-from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS, STIFF_PRODUCT, step_times_curvature
+from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS, SPARING_STEPS, STIFF_PRODUCT, step_times_curvature
 
 REG = sparse_regression(seed=0, n=6, d=12, sparsity=2)
 NET = ltn.Diagonal(d=12, depth=3)
@@ -166,3 +166,17 @@ def test_auto_does_not_switch_on_a_slow_run_that_is_not_stiff():
     assert result.stats.solver_name == "tsit5"
     assert result.status_name == "budget_exhausted" and int(result.stats.steps) == EXPLICIT_PROBE_STEPS + 300
     assert float(result.final.log_loss) > -1e6
+
+
+def test_auto_spares_a_held_run_near_its_target():
+    """A classification run held by stability after the probe but a few thousand explicit steps from its target
+    finishes with Tsit5 (cheaper than compiling the implicit program); negative control: the same run with a far
+    target is switched right after the probe."""
+    params0 = CLS_NET.init(jax.random.PRNGKey(0), scale=0.5)
+    assert probe_product(CLS_NET, params0, CLS.X, CLS.y, "exponential", target_log_loss=-1e4) >= STIFF_PRODUCT
+    near = ltn.gradient_flow(CLS_NET, params0, CLS.X, CLS.y, "exponential", target_log_loss=-1e4)
+    assert near.status_name == "converged" and near.stats.solver_name == "tsit5"
+    assert EXPLICIT_PROBE_STEPS < int(near.stats.steps) < EXPLICIT_PROBE_STEPS + SPARING_STEPS  # measured 4464
+    far = ltn.gradient_flow(CLS_NET, params0, CLS.X, CLS.y, "exponential", target_log_loss=-1e6)
+    assert far.status_name == "converged" and far.stats.solver_name == "kvaerno5"
+    assert int(far.stats.steps) < 2 * EXPLICIT_PROBE_STEPS  # measured 2320: switched after the probe

@@ -33,6 +33,20 @@ def test_l2_max_margin_matches_slsqp_on_the_dual(net):
                                    options={"ftol": 1e-15, "maxiter": 1000})
     assert dual.success, dual.message
     assert angle_gap(prediction.beta, signed.T @ dual.x) < 1e-6  # measured 8e-12
+    w = cp.Variable(8)
+    cp.Problem(cp.Minimize(cp.sum_squares(w)), [cp.multiply(Y, X @ w) >= 1]).solve(solver=cp.CLARABEL)
+    assert angle_gap(prediction.beta, w.value) < 1e-7  # measured 1.2e-8 (Clarabel's accuracy)
+
+
+def test_l2_max_margin_multipliers_and_a_non_separable_negative_control():
+    solution = _classification.l2_max_margin(X, Y)
+    margins = Y * (X @ solution.rho)
+    assert margins.min() == pytest.approx(1.0, abs=1e-12) and np.all(solution.multipliers >= 0)
+    # KKT: w = sum_i nu_i y_i x_i, complementary slackness on the margins
+    assert np.linalg.norm(solution.rho - (Y * solution.multipliers) @ X) <= 1e-10 * np.linalg.norm(solution.rho)
+    assert np.max(solution.multipliers * (margins - 1)) <= 1e-10
+    with pytest.raises(SolverError, match="no w separates"):
+        _classification.l2_max_margin(np.vstack([X[:1], X[:1]]), np.array([1.0, -1.0]))
 
 
 def test_l1_max_margin_lp_matches_clarabel():

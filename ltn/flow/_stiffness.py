@@ -23,9 +23,9 @@ from ._objective import Objective
 EXPLICIT_PROBE_STEPS = 2000  # "auto" runs Tsit5 this many steps before it tests the run for stiffness
 IMPLICIT_FOR_AUTO = "kvaerno5"
 STIFF_PRODUCT = 1.0  # h |lambda_max| at or above this: the step is held by stability
-# A classification run held by stability but this many explicit steps from its target (at its present pace) stays
-# explicit for one more round of that length: on a small network that many Tsit5 steps take a fraction of a second,
-# less than compiling the implicit program (docs/theory.md §9).
+# A classification run at most this many explicit steps from its target (at its present pace, held by stability or
+# not) stays explicit for one more round of that length, untested: on a small network that many Tsit5 steps take a
+# fraction of a second, less than compiling the implicit program (docs/theory.md §9).
 SPARING_STEPS = 10_000
 POWER_ITERATIONS = 20
 

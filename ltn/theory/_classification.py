@@ -81,8 +81,9 @@ def l2_max_margin(features: np.ndarray, y: np.ndarray) -> MarginSolution:
     """`argmin ||w||_2 s.t. y_i f_i^T w >= 1` (hard-margin SVM without bias), exactly: a least-distance program,
     solved as Lawson and Hanson's nonnegative least squares (`scipy.optimize.nnls`, an active-set method that
     ends on the exact support). With `G` the signed features, `u = argmin_{u >= 0} ||[G^T; 1^T] u - e||` gives
-    `r = [G^T u; 1^T u - 1]`, `w = G^T u / (1 - 1^T u)` and the multipliers `u / (1 - 1^T u)`; `r = 0` means that
-    no such `w` exists."""
+    `r = [G^T u; 1^T u - 1]`, `w = G^T u / (1 - 1^T u)` and the multipliers `u / (1 - 1^T u)`. At the optimum
+    `||r||^2 = 1 - 1^T u = 1 / (1 + ||w||^2)`: a residual at round-off (a margin under 1e-12 of the data's scale)
+    means that no such `w` exists."""
     signed = y[:, None] * features
     n, k = signed.shape
     E = np.vstack([signed.T, np.ones((1, n))])

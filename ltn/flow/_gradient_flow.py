@@ -363,10 +363,7 @@ def _assembled(leg: Leg, depth: int, reparametrized: bool) -> FlowResult:
         lambda leaf: np.take_along_axis(leaf, order.reshape(*order.shape, *[1] * (leaf.ndim - 2)), axis=1),
         records)
     if reparametrized:
-        times = [_reconstruct_log_time(jax.tree_util.tree_map(lambda leaf: leaf[i], records),
-                                       jax.tree_util.tree_map(lambda leaf: leaf[i], leg.final), depth)
-                 for i in range(leg.t.shape[0])]
-        log_time, final_log_time = np.stack([t[0] for t in times]), np.array([t[1] for t in times])
+        log_time, final_log_time = _reconstruct_log_time(records, leg.final, depth)
     else:
         with np.errstate(divide="ignore"):
             log_time = np.where(records.time > 0, np.log(records.time), -np.inf)
@@ -396,17 +393,23 @@ def _log_integral(s0, s1, a0, a1, r0, r1):
 
 
 def _reconstruct_log_time(records: Checkpoint, final: Checkpoint, depth: int):
-    """One run: log of the original time at each reached record (`-inf` at the start, `inf` where not reached)
-    and at the run's end. Unreached records are `inf`: what they give is masked out."""
+    """Per run of a batch: log of the original time at each reached record (`-inf` at the start, `inf` where not
+    reached) and at the run's end. Unreached records are `inf`: what they give is masked out."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         a, rate = _log_dt_ds(records, depth)
         reached = np.isfinite(records.time)
-        pieces = _log_integral(records.time[:-1], records.time[1:], a[:-1], a[1:], rate[:-1], rate[1:])
-        pieces = np.where(reached[1:], pieces, -np.inf)
-        log_time = np.concatenate([np.full(1, -np.inf), np.logaddexp.accumulate(pieces)])
+        pieces = _log_integral(records.time[:, :-1], records.time[:, 1:], a[:, :-1], a[:, 1:], rate[:, :-1],
+                               rate[:, 1:])
+        pieces = np.where(reached[:, 1:], pieces, -np.inf)
+        log_time = np.concatenate([np.full((len(pieces), 1), -np.inf), np.logaddexp.accumulate(pieces, axis=1)],
+                                  axis=1)
         log_time = np.where(reached, log_time, np.inf)
-        last = np.sum(reached) - 1
+        last = np.sum(reached, axis=1, keepdims=True) - 1
+
+        def at_last(x):
+            return np.take_along_axis(x, last, axis=1)[:, 0]
+
         a_end, rate_end = _log_dt_ds(final, depth)
-        tail = _log_integral(records.time[last], final.time, a[last], a_end, rate[last], rate_end)
-        tail = np.where(final.time > records.time[last], tail, -np.inf)
-        return log_time, np.logaddexp(log_time[last], tail)
+        tail = _log_integral(at_last(records.time), final.time, at_last(a), a_end, at_last(rate), rate_end)
+        tail = np.where(final.time > at_last(records.time), tail, -np.inf)
+        return log_time, np.logaddexp(at_last(log_time), tail)

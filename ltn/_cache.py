@@ -30,6 +30,8 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from ._compile import compiler_options, jit
+
 ENV_VAR = "LTN_CACHE_DIR"
 # The libraries whose code is traced into ltn's programs (a new version may trace differently).
 _TRACED_LIBRARIES = ("jax", "jaxlib", "diffrax", "equinox", "lineax", "optimistix", "numpy")
@@ -98,28 +100,30 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     return path
 
 
-def cached_program(program: Callable, name: str, *static) -> Callable:
-    """`program` (a `jax.jit` function of pytrees of arrays) through the traced-program cache (module docstring).
+def cached_program(fun: Callable, name: str, *static) -> Callable:
+    """`fun` (a function of pytrees of arrays) compiled by `jit` and kept in the traced-program cache (module
+    docstring).
 
     **Arguments:**
 
-    - `program`: the jitted function; its results are pytrees of arrays.
+    - `fun`: the function, not yet jitted; its results are pytrees of arrays.
     - `name`, `static`: what else determines the program: every Python value it closes over (a network spec,
       a loss name, a solver name, ...), compared by their pickled bytes.
 
     **Returns:**
 
-    A function with `program`'s signature. While the cache is off it calls `program` itself; a program that
-    cannot be exported (e.g. one that calls back into Python) or whose static values cannot be pickled is called
-    as it is.
+    A function with `fun`'s signature. While the cache is off it calls `jit(fun)`; a program that cannot be
+    exported (e.g. one that calls back into Python) or whose static values cannot be pickled is called as
+    traced.
     """
+    program = jit(fun)
     try:
         static_key = hashlib.sha256(pickle.dumps((name, static))).hexdigest()
     except (pickle.PicklingError, TypeError, AttributeError):  # e.g. a user's network holding a lambda
         return program
     entries: dict[tuple, tuple | None] = {}
 
-    @functools.wraps(program)
+    @functools.wraps(fun)
     def call(*args):
         import jax
 
@@ -129,7 +133,7 @@ def cached_program(program: Callable, name: str, *static) -> Callable:
         leaves, in_tree = jax.tree_util.tree_flatten(args)
         signature = (str(in_tree), tuple(_abstract(leaf) for leaf in leaves))
         if signature not in entries:
-            entries[signature] = _load_or_export(program, name, folder, static_key, signature, in_tree, leaves)
+            entries[signature] = _load_or_export(fun, name, folder, static_key, signature, in_tree, leaves)
         entry = entries[signature]
         if entry is None:
             return program(*args)
@@ -167,10 +171,9 @@ def _environment() -> str:
     return digest.hexdigest()
 
 
-def _load_or_export(program: Callable, name: str, folder: str, static_key: str, signature: tuple, in_tree,
-                    leaves):
-    """The compiled caller of the exported program and the structure of its results, read from `folder` or
-    traced and written there; None when `program` cannot be exported."""
+def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, signature: tuple, in_tree, leaves):
+    """The compiled caller of `fun`'s exported program and the structure of its results, read from `folder` or
+    traced and written there; None when `fun` cannot be exported."""
     import jax
     from jax import export
 
@@ -189,7 +192,7 @@ def _load_or_export(program: Callable, name: str, folder: str, static_key: str, 
         structure = []
 
         def flat(*flat_args):
-            results = program(*jax.tree_util.tree_unflatten(in_tree, flat_args))
+            results = fun(*jax.tree_util.tree_unflatten(in_tree, flat_args))
             out_leaves, out_tree = jax.tree_util.tree_flatten(results)
             structure.append(out_tree)
             return out_leaves
@@ -210,7 +213,7 @@ def _load_or_export(program: Callable, name: str, folder: str, static_key: str, 
         return exported.call(*flat_args)
 
     run.__name__ = name
-    return jax.jit(run), jax.tree_util.tree_structure(skeleton)
+    return jax.jit(run, compiler_options=compiler_options()), jax.tree_util.tree_structure(skeleton)
 
 
 def _write_atomically(path: str, data: bytes) -> None:

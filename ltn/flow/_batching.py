@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._compile import jit
 from ..networks import Network
 
 
@@ -17,7 +18,7 @@ def as_batch(net: Network, params, X):
     return tuple(jnp.asarray(p) for p in net.check_batch(params, "params0", X=X)), True
 
 
-@jax.jit
+@jit
 def first_run(batch):
     """The first run of a batched result (one compiled call instead of an indexing op per leaf)."""
     return jax.tree_util.tree_map(lambda leaf: leaf[0], batch)

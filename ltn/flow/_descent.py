@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._compile import jit
 from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays, first_run
@@ -138,4 +139,4 @@ def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimize
     def solve(params0, X, y, opts: FlowOptions):
         return jax.vmap(solve_one, in_axes=(0, None, None, None), axis_name=BATCH_AXIS)(params0, X, y, opts)
 
-    return jax.jit(solve)
+    return jit(solve)

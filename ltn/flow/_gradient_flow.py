@@ -349,7 +349,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         return jax.vmap(solve_one, in_axes=(0, 0, 0, 0, None, None, None), axis_name=BATCH_AXIS)(
             params0, start, t0, active, X, y, opts)
 
-    return cached_program(jax.jit(solve), "flow.solve", net, loss, solver_name, checkpoints, reparametrize)
+    return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize)
 
 
 def _assembled(leg: Leg, depth: int, reparametrized: bool) -> FlowResult:

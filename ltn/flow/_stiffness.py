@@ -54,5 +54,5 @@ def step_times_curvature(net: Network, loss: str, reparametrize: bool):
         field = lambda v: ravel_pytree(objective.velocity(unravel(v), X, y, reparametrize))[0]  # noqa: E731
         return recent_step * largest_curvature(field, flat)
 
-    return cached_program(jax.jit(jax.vmap(product, in_axes=(0, 0, None, None))), "flow.stiffness", net, loss,
+    return cached_program(jax.vmap(product, in_axes=(0, 0, None, None)), "flow.stiffness", net, loss,
                           reparametrize)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import data as ltn_data
+from .._compile import jit
 from ..networks import (Convolutional, Diagonal, FullyConnected, Network, Odeco, TensorNetwork, dft_matrix,
                         load_params, params_in_file)
 
@@ -201,4 +202,4 @@ def init_batch(net: Network, runs: list["RunSpec"]):
 
 @functools.lru_cache(maxsize=64)
 def _gaussian_init(net: Network):
-    return jax.jit(lambda seed, scale: net.init(jax.random.PRNGKey(seed), scale=scale, kind="gaussian"))
+    return jit(lambda seed, scale: net.init(jax.random.PRNGKey(seed), scale=scale, kind="gaussian"))

@@ -39,8 +39,8 @@ def test_classification_is_recorded_where_log_loss_crosses_each_level():
 def _lowered_text(net, loss, solver, X, y, params0):
     batch = jax.tree_util.tree_map(lambda leaf: leaf[None], params0)
     opts = FlowOptions(solver=solver).with_default_target("regression" if loss == "squared" else "classification")
-    compiled = _compiled_flow(net, loss, solver, opts.checkpoints, opts.reparametrize).__wrapped__  # the jit
-    return compiled.lower(batch, batch, jnp.zeros(1), jnp.ones(1, bool), X, y, opts).as_text()
+    solve = _compiled_flow(net, loss, solver, opts.checkpoints, opts.reparametrize).__wrapped__  # before jit
+    return jax.jit(solve).lower(batch, batch, jnp.zeros(1), jnp.ones(1, bool), X, y, opts).as_text()
 
 
 def test_flow_programs_call_no_host_callback():

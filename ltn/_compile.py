@@ -1,0 +1,61 @@
+"""`jit`: `jax.jit` with the XLA options that suit ltn's programs on the backend in use.
+
+ltn's programs are hundreds of small fused kernels inside while loops (a flow solve, a dual Newton solve), and on
+a small problem compiling them takes longer than running them. On CPU, XLA's elemental emitters compile such
+kernels 25-40% faster than its MLIR fusion emitters (its default), with the same run times (benchmarks/RESULTS.md):
+ltn asks for them (`xla_cpu_use_fusion_emitters=False`) where this XLA has the option. Other backends get XLA's
+defaults.
+
+The options are chosen at a program's first call, not at import: asking which backend is in use starts it, and
+importing ltn must not.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_options() -> dict | None:
+    """The XLA options of ltn's programs in this process: `_CPU_OPTIONS` on CPU where this XLA accepts them (a
+    version without the option rejects it), else None (XLA's defaults)."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(0.0).compile()
+    except Exception:  # noqa: BLE001 - JAX or XLA without the option: its defaults
+        return None
+    return dict(_CPU_OPTIONS)
+
+
+def jit(fun: Callable | None = None, **kwargs) -> "_Jit":
+    """`jax.jit(fun, **kwargs)` compiled with `compiler_options()`, decided at the first use (usable as a
+    decorator, with or without arguments)."""
+    if fun is None:
+        return functools.partial(jit, **kwargs)
+    return _Jit(fun, kwargs)
+
+
+class _Jit:
+    """A `jax.jit` function made at its first use; every attribute (`lower`, ...) is the jitted function's."""
+
+    def __init__(self, fun: Callable, kwargs: dict):
+        functools.update_wrapper(self, fun)
+        self._kwargs = kwargs
+
+    @functools.cached_property
+    def jitted(self):
+        import jax
+
+        return jax.jit(self.__wrapped__, compiler_options=compiler_options(), **self._kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self.jitted(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.jitted, name)

@@ -5,8 +5,9 @@ The peer is scipy's `solve_ivp` with an implicit method and the exact Jacobian: 
 Jacobian (`jax.jacfwd`) written in JAX, jit-compiled, and called from scipy, in this process. Per case:
 - ltn: `ltn.gradient_flow` with default options (classification: plus its log-loss target), timed on its first
   call, compilation included (and on a second call when the first took under a minute); its status, solver,
-  steps and gradient evaluations from `flow.stats`. For a cold compile with a persistent compilation cache, point
-  the cache at an empty folder (`LTN_CACHE_DIR=$(mktemp -d)`).
+  steps and gradient evaluations from `flow.stats`. And the same call in a new process that finds the programs
+  the first one left in ltn's persistent caches (a fresh folder per invocation): what every later run of the
+  same problem costs (`ltn run` keeps these caches by default).
 - scipy LSODA and Radau at ltn's default tolerances, each with a stop that matches ltn's: regression ends where
   the point interpolates and the Gauss-Newton estimate of the change of beta still to come is small (ltn's
   certificate, docs/theory.md §11), classification at the log-loss target (a terminal event: scipy locates the
@@ -25,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -119,6 +123,7 @@ class Measurement:
     wall_s: float  # the solve (ltn: first call, compilation included)
     compile_s: float  # scipy: JAX compilation of the callbacks (ltn: NaN)
     warm_s: float  # ltn: a second call (NaN when not timed)
+    next_process_s: float  # ltn: the call in a new process with the persistent caches filled (NaN: not timed)
     work: str  # steps and evaluations, in words
     beta: np.ndarray
     finished: bool
@@ -128,18 +133,40 @@ class Measurement:
         return self.wall_s + (0.0 if np.isnan(self.compile_s) else self.compile_s)
 
 
-def run_ltn(case: Case) -> Measurement:
-    """`ltn.gradient_flow` with default options (plus the case's target and options), first call timed."""
+def _ltn_solve(case: Case):
+    """The case's `ltn.gradient_flow` call, with default options plus the case's target and options."""
     options = dict(case.ltn_options)
     if case.target_log_loss is not None:
         options["target_log_loss"] = case.target_log_loss
-    solve = lambda: ltn.gradient_flow(case.net, case.params0, case.X, case.y, case.loss, **options)  # noqa: E731
+    return lambda: ltn.gradient_flow(case.net, case.params0, case.X, case.y, case.loss, **options)
+
+
+def run_ltn(case: Case) -> Measurement:
+    """`ltn.gradient_flow` with default options (plus the case's target and options), first call timed, then a
+    second call, then the call in a new process where this one keeps ltn's persistent caches."""
+    solve = _ltn_solve(case)
     flow, cold = first_call(solve)
     warm = first_call(solve)[1] if cold < WARM_REPEAT_BELOW_S else float("nan")
     stats = flow.stats
     work = f"{stats.solver_name}, {int(stats.steps)} steps, {int(stats.grad_evals)} grad evals"
-    return Measurement(flow.status_name, cold, float("nan"), warm, work, np.asarray(flow.beta),
+    next_process = _next_process_s(case) if ltn._cache._programs_dir[0] is not None else float("nan")
+    return Measurement(flow.status_name, cold, float("nan"), warm, next_process, work, np.asarray(flow.beta),
                        flow.status_name == "converged")
+
+
+def _next_process_s(case: Case) -> float:
+    """Wall seconds of the case's ltn call in a new process that uses this one's cache folder."""
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-ltn", case.name],
+                           env={**os.environ, "LTN_CACHE_DIR": os.path.dirname(ltn._cache._programs_dir[0])},
+                           capture_output=True, text=True, check=True)
+    return float(child.stdout.split()[-1])
+
+
+def _time_ltn(name: str) -> float:
+    """In the child of `_next_process_s`: the named case's ltn call, timed, with the persistent caches on."""
+    ltn.enable_compilation_cache()
+    case = next(case for quick in (False, True) for case in cases(quick) if case.name == name)
+    return first_call(_ltn_solve(case))[1]
 
 
 class _Field:
@@ -246,7 +273,8 @@ def run_scipy(case: Case, method: str, cap_s: float, rtol: float = PEER_RTOL, at
     label = ("stopped" if stopped else "reached t_end" if sol.status == 0 else sol.message)
     work = (f"{solver.accepted} steps, nfev {callbacks.nfev}, njev {callbacks.njev}, "
             f"LU {sol.nlu}")
-    return Measurement(label, wall, compile_s, float("nan"), work, callbacks.beta(case.net, end), stopped)
+    return Measurement(label, wall, compile_s, float("nan"), float("nan"), work, callbacks.beta(case.net, end),
+                       stopped)
 
 
 def error_to(case: Case, reference: np.ndarray, beta: np.ndarray) -> float:
@@ -291,8 +319,10 @@ def measure(case: Case, cap_s: float, methods=("LSODA", "Radau")) -> Row:
 
 
 def _ltn_cell(m: Measurement, error: float) -> str:
-    warm = "" if np.isnan(m.warm_s) else f" (warm {m.warm_s:.2f} s)"
-    return f"{m.wall_s:.2f} s{warm}, {m.label}, {m.work}, error {error:.1e}"
+    later = [f"warm {m.warm_s:.2f} s"] if not np.isnan(m.warm_s) else []
+    later += [f"next process {m.next_process_s:.2f} s"] if not np.isnan(m.next_process_s) else []
+    later = f" ({', '.join(later)})" if later else ""
+    return f"{m.wall_s:.2f} s{later}, {m.label}, {m.work}, error {error:.1e}"
 
 
 def _peer_cell(m: Measurement, error: float) -> str:
@@ -300,8 +330,12 @@ def _peer_cell(m: Measurement, error: float) -> str:
 
 
 def _ratio(peer: Measurement, flow: Measurement) -> str:
-    ratio = peer.total_s / flow.wall_s
-    return f"{'>' if not peer.finished else ''}{ratio:.3g}x"
+    """scipy / ltn on the first call, and on the call in a new process where it was timed."""
+    more = "" if peer.finished else ">"
+    text = f"{more}{peer.total_s / flow.wall_s:.3g}x"
+    if not np.isnan(flow.next_process_s):
+        text += f" (next process {more}{peer.total_s / flow.next_process_s:.3g}x)"
+    return text
 
 
 def table(rows: list[Row]) -> str:
@@ -319,6 +353,7 @@ def table(rows: list[Row]) -> str:
 def reach(quick: bool = False, cap_s: float = 300.0, names: tuple[str, ...] = ()) -> str:
     """The section for benchmarks/RESULTS.md: every case (or those whose name contains one of `names`)."""
     chosen = [case for case in cases(quick) if not names or any(name in case.name for name in names)]
+    ltn.enable_compilation_cache(tempfile.mkdtemp(prefix="ltn-reach-"))  # empty: first calls compile everything
     rows = []
     for case in chosen:
         started = time.perf_counter()
@@ -329,7 +364,8 @@ def reach(quick: bool = False, cap_s: float = 300.0, names: tuple[str, ...] = ()
             f"atol {PEER_ATOL:g} (ltn's defaults), JAX-compiled field and `jax.jacfwd` Jacobian, solve time + "
             f"callback compile time, capped at {cap_s:g} s. Error: regression, relative distance to the exact "
             "limit; classification, distance between unit directions to the reference. Ratio: scipy (solve + "
-            "compile) / ltn (first call); '>' where scipy did not finish.\n\n" + table(rows) + "\n")
+            "compile) / ltn (first call, then in a new process with ltn's persistent caches filled by the first); "
+            "'>' where scipy did not finish.\n\n" + table(rows) + "\n")
 
 
 def main(argv=None):
@@ -338,7 +374,11 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny cases: a smoke test, not the reported numbers")
     parser.add_argument("--case", action="append", default=[], help="only cases whose name contains this")
     parser.add_argument("--scipy-cap", type=float, default=300.0, help="seconds of solving per scipy run")
+    parser.add_argument("--time-ltn", metavar="CASE", help=argparse.SUPPRESS)  # the child of _next_process_s
     args = parser.parse_args(argv)
+    if args.time_ltn:
+        print(_time_ltn(args.time_ltn))
+        return
     text = f"Machine: {machine()}.\n\n" + reach(args.quick, args.scipy_cap, tuple(args.case))
     print(text)
     if args.out:

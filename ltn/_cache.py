@@ -25,6 +25,7 @@ import importlib.metadata
 import logging
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -199,7 +200,7 @@ def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, sign
 
         flat.__name__ = name
         try:
-            serialized = export.export(jax.jit(flat))(*leaves).serialize()
+            serialized = _exported(jax.jit(flat), leaves).serialize()
         except Exception as error:  # noqa: BLE001 - e.g. a host callback: the program runs as traced
             _log.info("traced-program cache: %s not exported (%s)", name, error)
             return None
@@ -214,6 +215,22 @@ def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, sign
 
     run.__name__ = name
     return jax.jit(run, compiler_options=compiler_options()), jax.tree_util.tree_structure(skeleton)
+
+
+def _exported(jitted, leaves):
+    """`jitted` exported for `leaves`. A program that calls LAPACK routines without JAX's promise of a stable
+    interface across versions (e.g. `ormqr` in lineax's GMRES) is exported with that check off for them: an
+    entry is keyed by the jaxlib version (`_environment`), so only the jaxlib that wrote it ever reads it."""
+    from jax import export
+
+    try:
+        return export.export(jitted)(*leaves)
+    except ValueError as error:
+        if "custom calls" not in str(error):
+            raise
+    targets = sorted(set(re.findall(r"stablehlo\.custom_call @([\w.]+)", jitted.lower(*leaves).as_text())))
+    checks = [export.DisabledSafetyCheck.custom_call(target) for target in targets]
+    return export.export(jitted, disabled_checks=checks)(*leaves)
 
 
 def _write_atomically(path: str, data: bytes) -> None:

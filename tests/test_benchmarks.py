@@ -52,3 +52,18 @@ def test_capped_scipy_solve_is_reported_unfinished(quick_cases, regression_row):
     row = reach.Row(quick_cases[0], "exact", regression_row.ltn, {"Radau": cut}, {"ltn": 0.0, "Radau": 1.0})
     text = reach.table([row])
     assert "unfinished at 0 s" in text and "| - |" not in text and "Radau / ltn" in text
+
+
+def test_next_process_reuses_the_persistent_caches(quick_cases, regression_row, tmp_path):
+    """With ltn's caches on, the harness also times the call in a new process that finds them filled (the child
+    must find the case and reach the same point: its time is printed, and NaN would mean it was not run)."""
+    import ltn
+
+    ltn.enable_compilation_cache(tmp_path)
+    flow = reach.run_ltn(quick_cases[0])
+    assert np.isfinite(flow.next_process_s) and flow.next_process_s > 0
+    assert np.isnan(regression_row.ltn.next_process_s)  # caches off: not timed
+    np.testing.assert_array_equal(flow.beta, regression_row.ltn.beta)
+    assert "(next process " in reach._ratio(regression_row.peers["LSODA"], flow)
+    assert "next process" in reach._ltn_cell(flow, 0.0)
+    assert os.listdir(tmp_path / "programs")  # what the child read

@@ -132,7 +132,9 @@ def test_explicit_path_beats_the_environment(tmp_path):
 
 
 # One flow in a fresh process with the caches in argv[1]: an odeco network whose bases are drawn from argv[2] (the
-# same shapes for every seed: only the values, closed over by the program, tell two networks apart).
+# same shapes for every seed: only the values, closed over by the program, tell two networks apart); with argv[3]
+# "krylov", a few Newton-Krylov steps on a diagonal network above DENSE_MAX_PARAMETERS instead (lineax's GMRES
+# calls LAPACK routines that JAX exports only on request).
 FLOW_WORKER = """
 import json, sys
 import jax
@@ -148,14 +150,19 @@ X = np.random.default_rng(0).standard_normal((3, 4))
 y = X @ np.array([1.0, 0.0, -0.5, 0.0])
 params0 = net.init(jax.random.PRNGKey(0), scale=0.3)
 result = ltn.gradient_flow(net, params0, X, y, solver="tsit5", checkpoints=8)
+if sys.argv[3] == "krylov":
+    net = ltn.Diagonal(65, 2)
+    X = np.random.default_rng(0).standard_normal((3, 65))
+    result = ltn.gradient_flow(net, net.init(None, 0.1, kind="theorem"), X, X[:, 0], solver="kvaerno5",
+                               max_steps=5, checkpoints=8)
 print(json.dumps({"traced": _gradient_flow.TRACE_COUNT["flow"], "beta": np.asarray(result.beta).tolist(),
                   "steps": int(result.stats.steps), "status": int(result.status)}))
 """
 
 
-def _flow_worker(cache: str, seed: int) -> dict:
-    output = subprocess.run([sys.executable, "-c", FLOW_WORKER, cache, str(seed)], check=True, capture_output=True,
-                            text=True).stdout
+def _flow_worker(cache: str, seed: int, solver: str = "explicit") -> dict:
+    output = subprocess.run([sys.executable, "-c", FLOW_WORKER, cache, str(seed), solver], check=True,
+                            capture_output=True, text=True).stdout
     return json.loads(output.splitlines()[-1])
 
 
@@ -180,3 +187,16 @@ def test_a_second_process_traces_nothing_and_gets_the_same_flow(tmp_path):
     repaired = _flow_worker(cache, seed=0)
     assert repaired == first
     assert _flow_worker(cache, seed=0) == {**first, "traced": 0}
+
+
+def test_newton_krylov_programs_are_kept_too(tmp_path):
+    """A Newton-Krylov leg (GMRES through lineax: LAPACK's `ormqr`, which JAX exports only with its custom-call
+    check off) is read back by a second process like any other program, with the same results."""
+    from ltn.flow._solvers import DENSE_MAX_PARAMETERS
+
+    assert 2 * 65 > DENSE_MAX_PARAMETERS
+    cache = str(tmp_path / "cache")
+    first = _flow_worker(cache, seed=0, solver="krylov")
+    assert first["traced"] == 2 and first["steps"] == 5  # the odeco flow's program and the Krylov one
+    assert _flow_worker(cache, seed=0, solver="krylov") == {**first, "traced": 0}
+

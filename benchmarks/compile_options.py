@@ -3,14 +3,17 @@
 
 Per program (a case of benchmarks/reach.py and a method: the explicit probe of `solver="auto"`, 2000 Tsit5 steps;
 the implicit method from the start, to the case's end): the seconds to compile it with XLA's defaults and with
-`ltn._compile.compiler_options()`, the best of three runs of each (alternated), and whether both reach the same
-point (steps; the largest relative difference in beta: the two compilers may round differently).
+`ltn._compile.compiler_options()`, each in a fresh process (a process compiles a module once; three pairs,
+alternated, median), then in this process the best of three runs of each (alternated), and whether both reach the
+same point (steps; the largest relative difference in beta: the two compilers may round differently).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
 import sys
 import time
 
@@ -50,6 +53,13 @@ def _program(case: reach.Case, solver: str):
                    jnp.asarray(case.y), opts)
 
 
+def _compile_s(case: reach.Case, solver: str, side: str) -> float:
+    """Seconds to compile the program with `side`'s options ("defaults" or "ltn"), in a fresh process."""
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--compile", case.name, solver, side],
+                           capture_output=True, text=True, check=True)
+    return float(child.stdout.split()[-1])
+
+
 def _compiled(solve, args, options):
     lowered = jax.jit(solve, compiler_options=options).lower(*args)
     start = time.perf_counter()
@@ -72,14 +82,17 @@ def compare(quick: bool = False) -> str:
     for case in chosen:
         for solver in ("tsit5", "kvaerno5"):
             solve, args = _program(case, solver)
-            default, compile_default = _compiled(solve, args, None)
-            tuned, compile_tuned = _compiled(solve, args, ours)
-            runs = {"default": [], "tuned": []}
-            for _ in range(REPEATS):
-                for label, compiled in (("default", default), ("tuned", tuned)):
-                    runs[label].append(_timed_run(compiled, args))
-            run_default, leg_default = min(runs["default"], key=lambda pair: pair[0])
-            run_tuned, leg_tuned = min(runs["tuned"], key=lambda pair: pair[0])
+            compile_s, runs = {"defaults": [], "ltn": []}, {"defaults": [], "ltn": []}
+            for i in range(REPEATS):
+                for side in (("defaults", "ltn"), ("ltn", "defaults"))[i % 2]:
+                    compile_s[side].append(_compile_s(case, solver, side))
+            compile_default, compile_tuned = (statistics.median(compile_s[side]) for side in ("defaults", "ltn"))
+            compiled = {"defaults": _compiled(solve, args, None)[0], "ltn": _compiled(solve, args, ours)[0]}
+            for i in range(REPEATS):
+                for side in (("defaults", "ltn"), ("ltn", "defaults"))[i % 2]:
+                    runs[side].append(_timed_run(compiled[side], args))
+            run_default, leg_default = min(runs["defaults"], key=lambda pair: pair[0])
+            run_tuned, leg_tuned = min(runs["ltn"], key=lambda pair: pair[0])
             beta_default, beta_tuned = np.asarray(leg_default.beta), np.asarray(leg_tuned.beta)
             difference = np.max(np.abs(beta_tuned - beta_default)) / np.max(np.abs(beta_default))
             steps = f"{int(leg_default.steps[0])} / {int(leg_tuned.steps[0])}"
@@ -92,15 +105,22 @@ def compare(quick: bool = False) -> str:
               "max |beta difference| / max |beta|"]
     return ("### Compiler options: XLA's defaults vs ltn's, on the flow's programs (`benchmarks/compile_options.py`)"
             f"\n\nltn's options: {ours}. Tsit5: `auto`'s explicit probe ({EXPLICIT_PROBE_STEPS} steps); "
-            f"kvaerno5: the implicit method from the start to the case's end. Run: best of {REPEATS}, "
-            "alternated. Ratios: XLA's defaults / ltn's (above 1: ltn's is faster).\n\n"
+            f"kvaerno5: the implicit method from the start to the case's end. Compile: median of {REPEATS} fresh "
+            f"processes per side, alternated. Run: best of {REPEATS} in one process, alternated. Ratios: XLA's "
+            "defaults / ltn's (above 1: ltn's is faster).\n\n"
             + markdown_table(header, rows) + "\n")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny cases: a smoke test, not the reported numbers")
+    parser.add_argument("--compile", nargs=3, metavar=("CASE", "SOLVER", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.compile:  # a child of _compile_s
+        name, solver, side = args.compile
+        case = next(case for quick in (False, True) for case in reach.cases(quick) if case.name == name)
+        print(_compiled(*_program(case, solver), compiler_options() if side == "ltn" else None)[1])
+        return
     print(f"Machine: {machine()}.\n\n" + compare(args.quick))
 
 

@@ -5,9 +5,10 @@ The peer is scipy's `solve_ivp` with an implicit method and the exact Jacobian: 
 Jacobian (`jax.jacfwd`) written in JAX, jit-compiled, and called from scipy, in this process. Per case:
 - ltn: `ltn.gradient_flow` with default options (classification: plus its log-loss target), timed on its first
   call, compilation included (and on a second call when the first took under a minute); its status, solver,
-  steps and gradient evaluations from `flow.stats`. And the same call in a new process that finds the programs
-  the first one left in ltn's persistent caches (a fresh folder per invocation): what every later run of the
-  same problem costs (`ltn run` keeps these caches by default).
+  steps and gradient evaluations from `flow.stats`. The first call is a library call with ltn's persistent caches
+  off (their default in Python). And ("next process") the same call in a process with the caches on, after
+  another process filled them (a fresh folder per case): what every later run of the same problem costs
+  (`ltn run` keeps these caches by default).
 - scipy LSODA and Radau at ltn's default tolerances, each with a stop that matches ltn's: regression ends where
   the point interpolates and the Gauss-Newton estimate of the change of beta still to come is small (ltn's
   certificate, docs/theory.md §11), classification at the log-loss target (a terminal event: scipy locates the
@@ -141,24 +142,26 @@ def _ltn_solve(case: Case):
     return lambda: ltn.gradient_flow(case.net, case.params0, case.X, case.y, case.loss, **options)
 
 
-def run_ltn(case: Case) -> Measurement:
+def run_ltn(case: Case, next_process: bool = False) -> Measurement:
     """`ltn.gradient_flow` with default options (plus the case's target and options), first call timed, then a
-    second call, then the call in a new process where this one keeps ltn's persistent caches."""
+    second call, and (`next_process`) the call in a new process that finds ltn's persistent caches filled."""
     solve = _ltn_solve(case)
     flow, cold = first_call(solve)
     warm = first_call(solve)[1] if cold < WARM_REPEAT_BELOW_S else float("nan")
     stats = flow.stats
     work = f"{stats.solver_name}, {int(stats.steps)} steps, {int(stats.grad_evals)} grad evals"
-    next_process = _next_process_s(case) if ltn._cache._programs_dir[0] is not None else float("nan")
-    return Measurement(flow.status_name, cold, float("nan"), warm, next_process, work, np.asarray(flow.beta),
+    later = _next_process_s(case) if next_process else float("nan")
+    return Measurement(flow.status_name, cold, float("nan"), warm, later, work, np.asarray(flow.beta),
                        flow.status_name == "converged")
 
 
 def _next_process_s(case: Case) -> float:
-    """Wall seconds of the case's ltn call in a new process that uses this one's cache folder."""
-    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-ltn", case.name],
-                           env={**os.environ, "LTN_CACHE_DIR": os.path.dirname(ltn._cache._programs_dir[0])},
-                           capture_output=True, text=True, check=True)
+    """Wall seconds of the case's ltn call in a process with ltn's caches on, after another process filled them."""
+    with tempfile.TemporaryDirectory(prefix="ltn-reach-") as cache:
+        for _ in range(2):
+            child = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-ltn", case.name],
+                                   env={**os.environ, "LTN_CACHE_DIR": cache}, capture_output=True, text=True,
+                                   check=True)
     return float(child.stdout.split()[-1])
 
 
@@ -309,10 +312,11 @@ class Row:
     errors: dict  # "ltn" / method -> error to the reference
 
 
-def measure(case: Case, cap_s: float, methods=("LSODA", "Radau")) -> Row:
-    """Every solve of one case, in this process: the reference, ltn, then the scipy peers."""
+def measure(case: Case, cap_s: float, methods=("LSODA", "Radau"), next_process: bool = False) -> Row:
+    """Every solve of one case: the reference, ltn, then the scipy peers, in this process (and `next_process`: ltn
+    in two more, see `run_ltn`)."""
     reference, reference_name = reference_of(case, cap_s)
-    flow = run_ltn(case)
+    flow = run_ltn(case, next_process)
     peers = {method: run_scipy(case, method, cap_s) for method in (methods if case.peers else ())}
     errors = {name: error_to(case, reference, m.beta) for name, m in [("ltn", flow), *peers.items()]}
     return Row(case, reference_name, flow, peers, errors)
@@ -353,11 +357,10 @@ def table(rows: list[Row]) -> str:
 def reach(quick: bool = False, cap_s: float = 300.0, names: tuple[str, ...] = ()) -> str:
     """The section for benchmarks/RESULTS.md: every case (or those whose name contains one of `names`)."""
     chosen = [case for case in cases(quick) if not names or any(name in case.name for name in names)]
-    ltn.enable_compilation_cache(tempfile.mkdtemp(prefix="ltn-reach-"))  # empty: first calls compile everything
     rows = []
     for case in chosen:
         started = time.perf_counter()
-        rows.append(measure(case, cap_s))
+        rows.append(measure(case, cap_s, next_process=True))
         print(f"[{case.name}: {time.perf_counter() - started:.0f} s]\n{table(rows[-1:])}", file=sys.stderr)
     return ("### Reach: ltn's flow vs scipy's implicit solvers with the exact Jacobian (issue 13)\n\n"
             f"ltn at default options, first call (compilation included); scipy `solve_ivp` at rtol {PEER_RTOL:g}, "

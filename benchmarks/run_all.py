@@ -12,7 +12,9 @@ two sides each in a fresh process of their own, so that cold compiles are honest
 6. reach: the stiff cases of issue 13 (small scales at depth 3-4, Woodworth at alpha = 1e-4, classification far
    out in log-loss), ltn vs scipy LSODA and Radau with the exact Jacobian (benchmarks/reach.py);
 7. cold start: the quick start's `ltn run` in fresh processes, with an empty and a warm compilation cache, split
-   into import, tracing, lowering, compilation and solves (benchmarks/cold_start.py).
+   into import, tracing, lowering, compilation and solves (benchmarks/cold_start.py);
+8. compiler options: the flow's programs compiled with XLA's defaults vs ltn's options, compile and run time
+   (benchmarks/compile_options.py).
 Sections 1-5 take about 3 minutes on 2 CPU cores; section 6 up to the scipy cap (`--scipy-cap`, 300 s) per
 unfinished scipy solve, so it can take half an hour. `--quick` shrinks every section (for a smoke test).
 """
@@ -130,6 +132,12 @@ def section_cold_start(repeats: int) -> str:
         cold_start(repeats=repeats) + "\n"
 
 
+def section_compile_options(quick: bool) -> str:
+    import compile_options
+
+    return compile_options.compare(quick)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
@@ -148,7 +156,8 @@ def main(argv=None):
              ("reference", lambda: section_reference(20_000 if args.quick else 200_000)),
              ("classification", lambda: "" if args.quick else section_classification()),
              ("reach", lambda: section_reach(args.quick, args.scipy_cap)),
-             ("cold start", lambda: section_cold_start(1 if args.quick else 3))]
+             ("cold start", lambda: section_cold_start(1 if args.quick else 3)),
+             ("compiler options", lambda: section_compile_options(args.quick))]
     for name, run in steps:
         t0 = time.perf_counter()
         text = run()

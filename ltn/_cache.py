@@ -38,6 +38,7 @@ ENV_VAR = "LTN_CACHE_DIR"
 _TRACED_LIBRARIES = ("jax", "jaxlib", "diffrax", "equinox", "lineax", "optimistix", "numpy")
 _log = logging.getLogger(__name__)
 _programs_dir: list[str | None] = [None]  # the folder of traced programs; None while the cache is off
+_UNCHECKED_TARGETS: set[str] = set()  # custom calls exported without JAX's cross-version check (`_exported`)
 
 
 def cache_dir() -> str | None:
@@ -218,19 +219,26 @@ def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, sign
 
 
 def _exported(jitted, leaves):
-    """`jitted` exported for `leaves`. A program that calls LAPACK routines without JAX's promise of a stable
-    interface across versions (e.g. `ormqr` in lineax's GMRES) is exported with that check off for them: an
-    entry is keyed by the jaxlib version (`_environment`), so only the jaxlib that wrote it ever reads it."""
+    """`jitted` exported for `leaves`. A program that calls routines without JAX's promise of a stable interface
+    across versions (e.g. LAPACK's `ormqr` in lineax's GMRES) is exported with that check off for them: an entry is
+    keyed by the jaxlib version (`_environment`), so only the jaxlib that wrote it ever reads it. Such routines
+    met once are allowed from the start for the programs after (one export each, not two)."""
     from jax import export
 
     try:
-        return export.export(jitted)(*leaves)
+        return export.export(jitted, disabled_checks=_unchecked_calls())(*leaves)
     except ValueError as error:
-        if "custom calls" not in str(error):
+        unchecked = set(re.findall(r"stablehlo\.custom_call @([\w.]+)", str(error)))
+        if not unchecked - _UNCHECKED_TARGETS:
             raise
-    targets = sorted(set(re.findall(r"stablehlo\.custom_call @([\w.]+)", jitted.lower(*leaves).as_text())))
-    checks = [export.DisabledSafetyCheck.custom_call(target) for target in targets]
-    return export.export(jitted, disabled_checks=checks)(*leaves)
+        _UNCHECKED_TARGETS.update(unchecked)
+    return export.export(jitted, disabled_checks=_unchecked_calls())(*leaves)
+
+
+def _unchecked_calls() -> list:
+    from jax import export
+
+    return [export.DisabledSafetyCheck.custom_call(target) for target in sorted(_UNCHECKED_TARGETS)]
 
 
 def _write_atomically(path: str, data: bytes) -> None:

@@ -1,10 +1,11 @@
 """`jit`: `jax.jit` with the XLA options that suit ltn's programs on the backend in use.
 
 ltn's programs are hundreds of small fused kernels inside while loops (a flow solve, a dual Newton solve), and on
-a small problem compiling them takes longer than running them. On CPU, XLA's elemental emitters compile such
-kernels 25-40% faster than its MLIR fusion emitters (its default), with the same run times (benchmarks/RESULTS.md):
-ltn asks for them (`xla_cpu_use_fusion_emitters=False`) where this XLA has the option. Other backends get XLA's
-defaults.
+a small problem compiling them takes longer than running them. XLA's CPU fusion emitters (its default) make a
+kernel of its own of every scalar operation in a loop; with its elemental emitters instead
+(`xla_cpu_use_fusion_emitters=False`) the flow's programs compile 1.1-1.7x faster (7 of 8 measured; 0.93x on a
+Newton-Krylov solve of 2000 parameters) and run 0.85-1.23x as fast (benchmarks/RESULTS.md). ltn asks for them
+where this XLA has the option; other backends get XLA's defaults.
 
 The options are chosen at a program's first call, not at import: asking which backend is in use starts it, and
 importing ltn must not.
@@ -58,4 +59,6 @@ class _Jit:
         return self.jitted(*args, **kwargs)
 
     def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_kwargs":  # not set yet (a copy, an unpickling): not the jit's
+            raise AttributeError(name)
         return getattr(self.jitted, name)

@@ -54,16 +54,24 @@ def test_capped_scipy_solve_is_reported_unfinished(quick_cases, regression_row):
     assert "unfinished at 0 s" in text and "| - |" not in text and "Radau / ltn" in text
 
 
-def test_next_process_reuses_the_persistent_caches(quick_cases, regression_row, tmp_path):
-    """With ltn's caches on, the harness also times the call in a new process that finds them filled (the child
-    must find the case and reach the same point: its time is printed, and NaN would mean it was not run)."""
-    import ltn
-
-    ltn.enable_compilation_cache(tmp_path)
-    flow = reach.run_ltn(quick_cases[0])
+def test_next_process_reuses_the_persistent_caches(quick_cases, regression_row):
+    """The harness also times the call in a process that finds ltn's caches filled by another (NaN would mean it
+    was not run; the children must find the case by its name)."""
+    flow = reach.run_ltn(quick_cases[0], next_process=True)
     assert np.isfinite(flow.next_process_s) and flow.next_process_s > 0
-    assert np.isnan(regression_row.ltn.next_process_s)  # caches off: not timed
+    assert np.isnan(regression_row.ltn.next_process_s)  # not asked for: not timed
     np.testing.assert_array_equal(flow.beta, regression_row.ltn.beta)
     assert "(next process " in reach._ratio(regression_row.peers["LSODA"], flow)
     assert "next process" in reach._ltn_cell(flow, 0.0)
-    assert os.listdir(tmp_path / "programs")  # what the child read
+
+
+def test_compile_options_harness_compiles_a_program_in_a_child(quick_cases):
+    """benchmarks/compile_options.py: a child process compiles one flow program with ltn's options and reports its
+    seconds; the program it compiles is the flow's own (the same end point as `gradient_flow`'s probe)."""
+    import compile_options
+
+    assert compile_options._compile_s(quick_cases[0], "tsit5", "ltn") > 0
+    solve, args = compile_options._program(quick_cases[0], "tsit5")
+    compiled, seconds = compile_options._compiled(solve, args, compile_options.compiler_options())
+    leg = compiled(*args)
+    assert seconds > 0 and int(leg.steps[0]) > 0 and np.all(np.isfinite(np.asarray(leg.beta)))

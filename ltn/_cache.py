@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from ._compile import compiler_options, jit
+from ._compile import jit
 
 ENV_VAR = "LTN_CACHE_DIR"
 # The libraries whose code is traced into ltn's programs (a new version may trace differently).
@@ -215,7 +215,7 @@ def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, sign
         return exported.call(*flat_args)
 
     run.__name__ = name
-    return jax.jit(run, compiler_options=compiler_options()), jax.tree_util.tree_structure(skeleton)
+    return jit(run), jax.tree_util.tree_structure(skeleton)
 
 
 def _exported(jitted, leaves):

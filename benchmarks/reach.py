@@ -363,11 +363,12 @@ def reach(quick: bool = False, cap_s: float = 300.0, names: tuple[str, ...] = ()
         rows.append(measure(case, cap_s, next_process=True))
         print(f"[{case.name}: {time.perf_counter() - started:.0f} s]\n{table(rows[-1:])}", file=sys.stderr)
     return ("### Reach: ltn's flow vs scipy's implicit solvers with the exact Jacobian (issue 13)\n\n"
-            f"ltn at default options, first call (compilation included); scipy `solve_ivp` at rtol {PEER_RTOL:g}, "
-            f"atol {PEER_ATOL:g} (ltn's defaults), JAX-compiled field and `jax.jacfwd` Jacobian, solve time + "
-            f"callback compile time, capped at {cap_s:g} s. Error: regression, relative distance to the exact "
-            "limit; classification, distance between unit directions to the reference. Ratio: scipy (solve + "
-            "compile) / ltn (first call, then in a new process with ltn's persistent caches filled by the first); "
+            "ltn at default options, first call (compilation included, ltn's caches off); scipy `solve_ivp` at "
+            f"rtol {PEER_RTOL:g}, atol {PEER_ATOL:g} (ltn's defaults), JAX-compiled field and `jax.jacfwd` "
+            f"Jacobian, solve time + callback compile time, capped at {cap_s:g} s. Error: regression, relative "
+            "distance to the exact limit; classification, distance between unit directions to the reference. "
+            "Ratio: scipy (solve + compile) / ltn (first call, then in a new process with ltn's persistent caches "
+            "filled by another); "
             "'>' where scipy did not finish.\n\n" + table(rows) + "\n")
 
 

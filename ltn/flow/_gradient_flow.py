@@ -28,7 +28,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._cache import cached_program
 from ..losses import task_of
 from ..networks import Network
-from ._batching import as_batch, check_problem_arrays, first_run
+from ._batching import as_batch, check_problem_arrays
 from ._certificate import BATCH_AXIS, UNDECIDED, gradient_small, regression_verdict, tries_every
 from ._lockstep import NONFINITE_FIELD, STEP_BUDGET, STEP_UNDERFLOW, lockstep_solve
 from ._objective import Checkpoint, Objective, tree_norm
@@ -104,8 +104,7 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
         leg = _solve_auto(net, loss, opts, params0, X, y)
     else:
         leg = _leg(net, loss, opts, params0, X, y)
-    result = _assembled(leg, net.depth, task == "classification" and opts.reparametrize)
-    return result if batched else first_run(result)
+    return _assembled(leg, net.depth, task == "classification" and opts.reparametrize, batched)
 
 
 def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, t0=None, active=None) -> Leg:
@@ -352,10 +351,10 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
     return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize)
 
 
-def _assembled(leg: Leg, depth: int, reparametrized: bool) -> FlowResult:
+def _assembled(leg: Leg, depth: int, reparametrized: bool, batched: bool) -> FlowResult:
     """The `FlowResult` of a finished leg: one trajectory of the records of the time grid and of the levels in the
-    order the path passed them, original time at each (a quadrature on the rescaled path), the statistics. In
-    NumPy: a few small arrays, cheaper to handle than to compile."""
+    order the path passed them, original time at each (a quadrature on the rescaled path), the statistics; its
+    first run alone unless `batched`. In NumPy: a few small arrays, cheaper to handle than to compile."""
     leg = jax.tree_util.tree_map(np.asarray, leg)
     records = jax.tree_util.tree_map(lambda a, b: np.concatenate([a, b], axis=1), leg.records, leg.level_records)
     order = np.argsort(records.time, axis=1, kind="stable")
@@ -372,7 +371,7 @@ def _assembled(leg: Leg, depth: int, reparametrized: bool) -> FlowResult:
                   grad_evals=leg.grad_evals, solver=leg.solver)
     result = FlowResult(params=leg.params, beta=leg.beta, status=leg.status, stats=stats, final=leg.final,
                         final_log_time=final_log_time, trajectory=Trajectory(checkpoints=records, log_time=log_time))
-    return jax.tree_util.tree_map(jnp.asarray, result)
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf if batched else leaf[0]), result)
 
 
 def _log_dt_ds(c: Checkpoint, depth: int):

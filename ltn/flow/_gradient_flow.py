@@ -36,7 +36,7 @@ from ._options import FlowOptions, flow_options
 from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
 from ._solvers import FLOW_SOLVERS, make_solver
 from ._stepping import stepped_solve
-from ._stiffness import (EXPLICIT_PROBE_STEPS, IMPLICIT_FOR_AUTO, SPARING_STEPS, STIFF_PRODUCT,
+from ._stiffness import (EXPLICIT_PROBE_STEPS, SPARING_STEPS, STIFF_PRODUCT, implicit_for_auto,
                           step_times_curvature)
 
 SOLVERS = FLOW_SOLVERS
@@ -147,7 +147,7 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
             product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
             held = explicit & ~near & (np.asarray(product) >= STIFF_PRODUCT)
         if held.any():
-            leg = continued(leg, IMPLICIT_FOR_AUTO, left, held)
+            leg = continued(leg, implicit_for_auto(task_of(loss), net.num_params), left, held)
             explicit &= ~held
         if explicit.any():
             rounds = min(left, SPARING_STEPS if near.any() else EXPLICIT_PROBE_STEPS)
@@ -328,9 +328,8 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
                 return jnp.stack([objective.log_loss(params, X, y) - opts.target_log_loss,
                                   opts.target_norm - tree_norm(params)])
 
-        method = flow_solver.method(opts.rtol, opts.atol, BATCH_AXIS)
-        end = stepped_solve(field, start, t0, method=method, step_work=flow_solver.step_work, rtol=opts.rtol,
-                            atol=opts.atol, t_max=t_max,
+        stepper = flow_solver.stepper(opts.rtol, opts.atol, BATCH_AXIS)
+        end = stepped_solve(field, start, t0, stepper=stepper, t_max=t_max,
                             max_steps=opts.max_steps, record=lambda t, params: checkpoint(t, params, args), save_ts=ts,
                             levels=levels, level_of=lambda params: objective.log_loss(params, X, y),
                             crossings=crossings, settled=settled, active=active)

@@ -29,7 +29,7 @@ CONVERGED, BUDGET_EXHAUSTED, NONFINITE, SOLVER_FAILED, STALLED = Status
 
 
 # Index of `Stats.solver`: the ODE solvers, then "descent".
-SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "descent")
+SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "bdf", "descent")
 
 
 class Stats(eqx.Module):

@@ -22,12 +22,14 @@ import jax.numpy as jnp
 import lineax as lx
 import optimistix as optx
 
+from ._bdf import BDF
 from ._chord import ChordESDIRK
+from ._stepping import ControlledStep
 
 _EXPLICIT = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 _IMPLICIT = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
 EXPLICIT_SOLVERS = tuple(_EXPLICIT)
-FLOW_SOLVERS = ("auto", *_EXPLICIT, *_IMPLICIT)
+FLOW_SOLVERS = ("auto", *_EXPLICIT, *_IMPLICIT, "bdf")
 # Newton's stage solves stop at a relative change of NEWTON_RTOL; GMRES at a relative residual of GMRES_RTOL.
 # The step's error estimate, not these, controls accuracy: a loose stage solve shows up as a larger estimated
 # error, and a Newton solve that fails to converge rejects the step (diffrax halves it).
@@ -58,16 +60,20 @@ class StageNewton(optx.Newton):
 
 class FlowSolver(eqx.Module):
     """What the flow needs of a method: its `name` (as in `FlowOptions.solver` and `Stats.solver_name`),
-    whether regression batches run in one lockstep loop (`lockstep`; explicit pairs only), the diffrax solver for
-    the step-size controller's tolerances (`axis_name`: the vmap axis of a batch of runs), the gradient
-    evaluations of one attempted step from the state it returned (`step_work`), and those of a run of `steps`
-    attempted steps whose steps counted `work` in all (`grad_evals`; -1: not counted)."""
+    whether regression batches run in one lockstep loop (`lockstep`; explicit pairs only), the method with its
+    step-size control for `stepped_solve` (`stepper`; `axis_name`: the vmap axis of a batch of runs), and for a
+    diffrax method, the diffrax solver (`method`) and the gradient evaluations of one attempted step from the
+    state it returned (`step_work`), and the work of a run of `steps` attempted steps whose steps counted `work` in
+    all (`grad_evals`; -1: not counted)."""
 
     name: str = eqx.field(static=True)
     lockstep: ClassVar[bool]
 
     def method(self, rtol=None, atol=None, axis_name=None) -> diffrax.AbstractSolver:
         raise NotImplementedError
+
+    def stepper(self, rtol, atol, axis_name=None):
+        return ControlledStep(self.method(rtol, atol, axis_name), rtol, atol, self.step_work)
 
     def step_work(self, solver_state):
         return jnp.zeros((), int)
@@ -125,8 +131,23 @@ class DenseChord(FlowSolver):
         return work
 
 
+class MultistepBDF(FlowSolver):
+    """The variable-order BDF method (orders 1-5) on a dense Jacobian kept across steps, with its own step-size
+    and order control (`_bdf.BDF`)."""
+
+    lockstep: ClassVar[bool] = False
+
+    def stepper(self, rtol, atol, axis_name=None) -> BDF:
+        return BDF(rtol, atol, axis_name)
+
+    def grad_evals(self, steps, work=None):
+        return work
+
+
 def make_solver(name: str, parameters: int) -> FlowSolver:
     """The method `name` for a network with `parameters` parameters."""
     if name in _EXPLICIT:
         return ExplicitPair(name)
+    if name == "bdf":
+        return MultistepBDF(name)
     return DenseChord(name) if parameters <= DENSE_MAX_PARAMETERS else NewtonKrylov(name)

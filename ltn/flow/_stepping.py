@@ -1,6 +1,8 @@
-"""One run's adaptive solve, stepped by ltn's own loop around diffrax's pieces: the method's step and dense
-output (`solver.step`, `solver.interpolation_cls`) and the step-size controller (`PIDController.init`,
-`adapt_step_size`), as in `diffeqsolve`'s own loop.
+"""One run's adaptive solve, stepped by ltn's own loop around a `Stepper`: a method with its step-size control,
+which attempts a step, says whether to keep it and proposes the next. `ControlledStep` is one made of diffrax's
+pieces: the method's step and dense output (`solver.step`, `solver.interpolation_cls`) and the step-size controller
+(`PIDController.init`, `adapt_step_size`), as in `diffeqsolve`'s own loop; the BDF method (`_bdf`) is another, with
+its own control of step size and order.
 
 Why not `diffeqsolve`: a classification path is recorded at levels of `-log L` (a tenth of a decade apart), which
 no `SaveAt` expresses; the step budget counts every attempted step of a run that continues another; and the
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
@@ -39,12 +42,69 @@ class Stepped(NamedTuple):
     level_records: object
 
 
+class Attempt(NamedTuple):
+    """One attempted step from `t`: whether it is kept, its end time and point, the next end time the method
+    proposes, the state for the next attempt (whether this one is kept or not), the dense output on `[t, t1]` (an
+    object with `evaluate(t)`), and the attempt's work in gradient evaluations."""
+
+    keep: Bool[Array, ""]
+    t1: Float[Array, ""]
+    y: object
+    t_next: Float[Array, ""]
+    state: object
+    interpolation: object
+    work: Int[Array, ""]
+
+
+def initial_step(field: Callable, t0, t_max, y0, rtol, atol, error_order) -> Float[Array, ""]:
+    """Hairer's first step for a method whose local error is of order `error_order` (diffrax's
+    `PIDController.init`, one extra field evaluation); returns its end time."""
+    term = diffrax.ODETerm(lambda t, y, args: field(t, y))
+    t_next, _ = diffrax.PIDController(rtol=rtol, atol=atol).init(
+        term, t0, t_max, y0, None, None, lambda terms, t, y, args: terms.vf(t, y, args), error_order)
+    return t_next
+
+
+class ControlledStep(eqx.Module):
+    """A diffrax method with diffrax's PID step-size controller as a stepper. `step_work(solver_state)`: the
+    gradient evaluations of the attempt (or start) that returned `solver_state`."""
+
+    method: diffrax.AbstractAdaptiveSolver
+    rtol: Float[Array, ""]
+    atol: Float[Array, ""]
+    step_work: Callable = eqx.field(static=True)
+
+    def _parts(self, field):
+        term = diffrax.ODETerm(lambda t, y, args: field(t, y))
+        return term, diffrax.PIDController(rtol=self.rtol, atol=self.atol), self.method.error_order(term)
+
+    def start(self, field, t0, t_max, y0):
+        """The first step's end, the state, and the work of the start."""
+        term, controller, error_order = self._parts(field)
+        t_next, controller_state = controller.init(term, t0, t_max, y0, None, None, self.method.func, error_order)
+        t_next = jnp.minimum(t_next, t_max)
+        solver_state = self.method.init(term, t0, t_next, y0, None)
+        return t_next, (solver_state, controller_state), self.step_work(solver_state)
+
+    def attempt(self, field, t, t_next, y, state) -> Attempt:
+        term, controller, error_order = self._parts(field)
+        solver_state, controller_state = state
+        y1, y_error, dense, new_solver_state, _ = self.method.step(term, t, t_next, y, None, solver_state, False)
+        y_error = jax.tree_util.tree_map(lambda e: jnp.where(jnp.isnan(e), jnp.inf, e), y_error)
+        keep, _, proposed, _, controller_state, _ = controller.adapt_step_size(
+            t, t_next, y, y1, None, y_error, error_order, controller_state)
+        keep = keep & ~nonfinite(jax.tree_util.tree_leaves(y1))
+        interpolation = self.method.interpolation_cls(t0=t, t1=t_next, **dense)
+        return Attempt(keep=keep, t1=t_next, y=y1, t_next=proposed,
+                       state=(_where(keep, new_solver_state, solver_state), controller_state),
+                       interpolation=interpolation, work=self.step_work(new_solver_state))
+
+
 class _Loop(NamedTuple):
     t: Float[Array, ""]
     t_next: Float[Array, ""]
     y: object
-    solver_state: object
-    controller_state: object
+    stepper_state: object
     stop: Int[Array, ""]
     steps: Int[Array, ""]
     accepted: Int[Array, ""]
@@ -79,10 +139,7 @@ def stepped_solve(
     y0,
     t0: Float[Array, ""],
     *,
-    method: diffrax.AbstractSolver,
-    step_work: Callable,
-    rtol,
-    atol,
+    stepper,
     t_max: Float[Array, ""],
     max_steps: Int[Array, ""],
     record: Callable,
@@ -93,22 +150,20 @@ def stepped_solve(
     settled: Callable,
     active: Bool[Array, ""],
 ) -> Stepped:
-    """Integrate `dy/dt = field(t, y)` from `(t0, y0)` until one of `crossings(y)` (a vector) reaches 0 from
-    above (the crossing located on the dense output, and the run ended exactly there), `settled(t, y, wanted)`
-    holds at the end of an accepted step (`wanted`: whether the answer counts, so that a costly test can be
-    skipped where it does not), `t_max`, `max_steps` attempted steps, or a step size that no longer moves time.
+    """Integrate `dy/dt = field(t, y)` from `(t0, y0)` with `stepper` (`ControlledStep` or `BDF`: `start(field,
+    t0, t_max, y0) -> (t_next, state, work)` and `attempt(field, t, t_next, y, state) -> Attempt`) until one of
+    `crossings(y)` (a vector) reaches 0 from above (the crossing located on the dense output, and the run ended
+    exactly there), `settled(t, y, wanted)` holds at the end of a kept step (`wanted`: whether the answer counts,
+    so that a costly test can be skipped where it does not), `t_max`, `max_steps` attempted steps, or a step size
+    that no longer moves time.
 
     `record(t, y)` is saved at each of `save_ts` (increasing, `save_ts[0] == 0`; those up to `t0` are left `inf`
     except the first on a run from 0) and where `level_of(y)` (decreasing along the path) first reaches each of
     `levels` (decreasing; those reached at the start are left `inf`). A run not `active`, or one that starts
     settled or crossed, ends at its start with 0 steps.
     """
-    term = diffrax.ODETerm(lambda t, y, args: field(t, y))
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
-    error_order = method.error_order(term)
-    t_next, controller_state = controller.init(term, t0, t_max, y0, None, None, method.func, error_order)
+    t_next, stepper_state, start_work = stepper.start(field, t0, t_max, y0)
     t_next = jnp.minimum(t_next, t_max)
-    solver_state = method.init(term, t0, t_next, y0, None)
 
     done = ~active | settled(t0, y0, active) | jnp.any(crossings(y0) <= 0)
     stop = jnp.where(done, FINISHED, RUNNING)
@@ -155,19 +210,15 @@ def stepped_solve(
         return jax.lax.while_loop(due, save, (s.next_level, s.level_records))
 
     def step(s: _Loop) -> _Loop:
-        y1, y_error, dense, solver_state, _ = method.step(term, s.t, s.t_next, s.y, None, s.solver_state, False)
-        y_error = jax.tree_util.tree_map(lambda e: jnp.where(jnp.isnan(e), jnp.inf, e), y_error)
-        keep, t_prev, t_next, _, controller_state, _ = controller.adapt_step_size(
-            s.t, s.t_next, s.y, y1, None, y_error, error_order, s.controller_state)
-        keep = keep & ~nonfinite(jax.tree_util.tree_leaves(y1))
-        interpolation = method.interpolation_cls(t0=s.t, t1=s.t_next, **dense)
+        attempt = stepper.attempt(field, s.t, s.t_next, s.y, s.stepper_state)
+        keep, t1, y1 = attempt.keep, attempt.t1, attempt.y
 
         def at(t):
-            return _where(t == s.t_next, y1, interpolation.evaluate(t))
+            return _where(t == t1, y1, attempt.interpolation.evaluate(t))
 
         crossed = keep & jnp.any(crossings(y1) <= 0)
-        t_cross = _first_at_or_below(lambda t: jnp.min(crossings(at(t))), s.t, s.t_next, 0.0, crossed)
-        t_end = jnp.where(crossed, t_cross, s.t_next)
+        t_cross = _first_at_or_below(lambda t: jnp.min(crossings(at(t))), s.t, t1, 0.0, crossed)
+        t_end = jnp.where(crossed, t_cross, t1)
         y_end = _where(crossed, at(t_cross), y1)
         next_save, records = save_at_times(s, t_end, at)
         next_level, level_records = save_at_levels(s, t_end, y_end, at)
@@ -176,19 +227,19 @@ def stepped_solve(
         t = jnp.where(keep, t_end, s.t)
         stop = jnp.where(keep & (crossed | settled(t_end, y_end, keep & (s.stop == RUNNING))), FINISHED, RUNNING)
         stop = jnp.where((stop == RUNNING) & (t >= t_max), TIME_BUDGET, stop)
-        stop = jnp.where((stop == RUNNING) & ~keep & (t_next <= s.t), STEP_UNDERFLOW, stop)
+        stop = jnp.where((stop == RUNNING) & ~keep & (attempt.t_next <= s.t), STEP_UNDERFLOW, stop)
         stop = jnp.where((stop == RUNNING) & (steps >= max_steps), STEP_BUDGET, stop)
         return _Loop(
-            t=t, t_next=jnp.minimum(t_next, t_max), y=_where(keep, y_end, s.y),
-            solver_state=_where(keep, solver_state, s.solver_state), controller_state=controller_state,
-            stop=stop, steps=steps, accepted=s.accepted + keep, work=s.work + step_work(solver_state),
+            t=t, t_next=jnp.minimum(attempt.t_next, t_max), y=_where(keep, y_end, s.y),
+            stepper_state=attempt.state,
+            stop=stop, steps=steps, accepted=s.accepted + keep, work=s.work + attempt.work,
             next_save=jnp.where(keep, next_save, s.next_save), records=_where(keep, records, s.records),
             next_level=jnp.where(keep, next_level, s.next_level),
             level_records=_where(keep, level_records, s.level_records))
 
     zero = jnp.zeros((), int)
-    state = _Loop(t=t0, t_next=t_next, y=y0, solver_state=solver_state, controller_state=controller_state,
-                  stop=stop, steps=zero, accepted=zero, work=step_work(solver_state), next_save=next_save,
+    state = _Loop(t=t0, t_next=t_next, y=y0, stepper_state=stepper_state,
+                  stop=stop, steps=zero, accepted=zero, work=jnp.asarray(start_work), next_save=next_save,
                   next_level=next_level,
                   records=records, level_records=level_records)
     state = jax.lax.while_loop(lambda s: s.stop == RUNNING, step, state)

@@ -79,9 +79,9 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
             compile; every run keeps its own steps, status and stopping point.
         X, y: data, `(n, d)` and `(n,)` (labels in {-1, +1} for classification).
         loss: "squared" (regression), "exponential" or "logistic" (classification).
-        **options: `FlowOptions` fields. `solver`: "auto" (default: explicit Tsit5, continued with the implicit
-            Newton-Krylov Kvaerno5 where stiffness holds it back), "tsit5", "dopri5", "dopri8", "kvaerno5",
-            "kvaerno3". `rtol`, `atol`: the step-size controller. `max_steps`, `t_max`: budgets (a status,
+        **options: `FlowOptions` fields. `solver`: "auto" (default: explicit Tsit5, continued with an implicit
+            method where stiffness holds it back: Kvaerno5, or BDF for classification up to 128 parameters),
+            "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "bdf". `rtol`, `atol`: the step-size controller. `max_steps`, `t_max`: budgets (a status,
             never an exception). `residual_tol`, `xtol`: regression is `converged` where
             `||X beta - y|| <= residual_tol || |X| |beta| + |y| ||` and the Gauss-Newton estimate of the change
             of beta still to come, `||dbeta[J^+ r]||`, is at most `xtol ||beta||`; `stalled` where the gradient is

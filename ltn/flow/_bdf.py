@@ -19,6 +19,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import lu_factor, lu_solve
@@ -96,13 +97,17 @@ class BDFInterpolation(eqx.Module):
 
 
 class BDF(eqx.Module):
-    """The variable-order BDF method on a dense Jacobian (Jacobian-vector products through JAX: for the flow,
-    Hessian-vector products). `rtol`, `atol`: the error test, componentwise in the RMS norm as scipy's.
-    `axis_name`: the `jax.vmap` axis of a batch of runs (None: unbatched)."""
+    """The variable-order BDF method. `rtol`, `atol`: the error test, componentwise in the RMS norm as scipy's.
+    `axis_name`: the `jax.vmap` axis of a batch of runs (None: unbatched). `linear_solver`: None for a dense
+    Jacobian (Jacobian-vector products through JAX: for the flow, Hessian-vector products) kept across steps and
+    an LU factorisation; or a lineax solver (GMRES) for the systems `(I - c J) x = r` on Jacobian-vector products,
+    with no matrix formed, at any parameter count (the attempt's work then counts field evaluations only, not the
+    Jacobian-vector products of GMRES)."""
 
     rtol: Float[Array, ""]
     atol: Float[Array, ""]
     axis_name: str | None = eqx.field(static=True, default=None)
+    linear_solver: lx.AbstractLinearSolver | None = None
 
     def _any(self, flag):
         if self.axis_name is None:
@@ -117,10 +122,12 @@ class BDF(eqx.Module):
         n = flat.size
         f0 = ravel_pytree(field(t0, y0))[0]
         D = jnp.zeros((_ROWS, n), flat.dtype).at[0].set(flat).at[1].set(h0 * f0)
-        zeros = jnp.zeros((n, n), flat.dtype)
-        return t0 + h0, BDFState(D=D, h=jnp.asarray(h0, flat.dtype), order=jnp.asarray(1), equal_steps=jnp.asarray(0),
-                        jacobian=zeros, lu=zeros, pivots=jnp.zeros(n, jnp.int32), c_lu=jnp.asarray(jnp.nan, flat.dtype),
-                        fresh=jnp.asarray(False), evaluations=jnp.asarray(0)), 2
+        m = n if self.linear_solver is None else 0  # no matrix kept where matrix-free
+        zeros = jnp.zeros((m, m), flat.dtype)
+        state = BDFState(D=D, h=jnp.asarray(h0, flat.dtype), order=jnp.asarray(1), equal_steps=jnp.asarray(0),
+                         jacobian=zeros, lu=zeros, pivots=jnp.zeros(m, jnp.int32),
+                         c_lu=jnp.asarray(jnp.nan, flat.dtype), fresh=jnp.asarray(False), evaluations=jnp.asarray(0))
+        return t0 + h0, state, 2
 
     def attempt(self, field, t, t_next, y, state: BDFState) -> Attempt:
         flat_y, unravel = ravel_pytree(y)
@@ -147,9 +154,10 @@ class BDF(eqx.Module):
         psi = weights @ D[1 : MAX_ORDER + 1] / alpha[order]
         c = h / alpha[order]
 
-        def newton(lu, pivots):
-            """scipy's `solve_bdf_system`: chord iterations for `d`, the correction to the predictor, stopped on a
-            contraction rate that will not reach `newton_tol` within NEWTON_MAXITER iterations."""
+        def newton(solve):
+            """scipy's `solve_bdf_system`: chord iterations for `d`, the correction to the predictor, with
+            `solve(r)` for `(I - c J)^-1 r`, stopped on a contraction rate that will not reach `newton_tol` within
+            NEWTON_MAXITER iterations."""
 
             def going(carry):
                 k, _, _, _, converged, failed = carry
@@ -158,7 +166,7 @@ class BDF(eqx.Module):
             def iterate(carry):
                 k, v, d, size_old, _, _ = carry
                 f = flat_field(t_new, v)
-                dv = lu_solve((lu, pivots), c * f - psi - d)
+                dv = solve(c * f - psi - d)
                 size = _rms(dv / scale)
                 rate = size / size_old
                 slow = (k >= 1) & ((rate >= 1) | (rate ** (NEWTON_MAXITER - k) / (1 - rate) * size > newton_tol))
@@ -199,13 +207,23 @@ class BDF(eqx.Module):
             the first failed on an old one."""
             index, s, _, _, _, _, evaluations = carry
             s = refreshed(s, jnp.where(index == 0, jnp.isnan(s.c_lu), True))
-            v, d, converged, k = newton(s.lu, s.pivots)
+            v, d, converged, k = newton(lambda r: lu_solve((s.lu, s.pivots), r))
             return index + 1, s, v, d, converged, k, evaluations + k
 
-        start = eqx.tree_at(lambda s: s.evaluations, state, jnp.asarray(0))
-        zero = jnp.asarray(0)
-        _, s, y_new, d, converged, iterations, evaluations = jax.lax.while_loop(
-            again, trip, (zero, start, y_predict, jnp.zeros(n, flat_y.dtype), jnp.asarray(False), zero, zero))
+        if self.linear_solver is None:
+            start = eqx.tree_at(lambda s: s.evaluations, state, jnp.asarray(0))
+            zero = jnp.asarray(0)
+            _, s, y_new, d, converged, iterations, evaluations = jax.lax.while_loop(
+                again, trip, (zero, start, y_predict, jnp.zeros(n, flat_y.dtype), jnp.asarray(False), zero, zero))
+        else:
+            # Matrix-free: `J v` is a Jacobian-vector product linearised at this step's predictor (as cheap as
+            # keeping an older point), so there is no `J` to keep or to form again.
+            _, tangent = jax.linearize(lambda v: flat_field(t_new, v), y_predict)
+            operator = lx.FunctionLinearOperator(lambda x: x - c * tangent(x),
+                                                 jax.ShapeDtypeStruct((n,), flat_y.dtype))
+            y_new, d, converged, iterations = newton(
+                lambda r: lx.linear_solve(operator, r, self.linear_solver, throw=False).value)
+            s, evaluations = eqx.tree_at(lambda s: s.evaluations, state, jnp.asarray(0)), iterations
 
         safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + iterations)
         scale = self.atol + self.rtol * jnp.abs(y_new)

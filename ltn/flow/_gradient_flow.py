@@ -80,8 +80,9 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
         X, y: data, `(n, d)` and `(n,)` (labels in {-1, +1} for classification).
         loss: "squared" (regression), "exponential" or "logistic" (classification).
         **options: `FlowOptions` fields. `solver`: "auto" (default: explicit Tsit5, continued with an implicit
-            method where stiffness holds it back: Kvaerno5, or BDF for classification up to 128 parameters),
-            "tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "bdf". `rtol`, `atol`: the step-size controller. `max_steps`, `t_max`: budgets (a status,
+            method where stiffness holds it back: Kvaerno5 for regression, BDF for classification), "tsit5",
+            "dopri5", "dopri8", "kvaerno5", "kvaerno3", "bdf". `rtol`, `atol`: the step-size controller (BDF: its
+            error test). `max_steps`, `t_max`: budgets (a status,
             never an exception). `residual_tol`, `xtol`: regression is `converged` where
             `||X beta - y|| <= residual_tol || |X| |beta| + |y| ||` and the Gauss-Newton estimate of the change
             of beta still to come, `||dbeta[J^+ r]||`, is at most `xtol ||beta||`; `stalled` where the gradient is
@@ -147,7 +148,7 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
             product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
             held = explicit & ~near & (np.asarray(product) >= STIFF_PRODUCT)
         if held.any():
-            leg = continued(leg, implicit_for_auto(task_of(loss), net.num_params), left, held)
+            leg = continued(leg, implicit_for_auto(task_of(loss)), left, held)
             explicit &= ~held
         if explicit.any():
             rounds = min(left, SPARING_STEPS if near.any() else EXPLICIT_PROBE_STEPS)

@@ -58,6 +58,10 @@ class StageNewton(optx.Newton):
         return done | failed, optx.RESULTS.where(failed, state.result, optx.RESULTS.successful)
 
 
+def _gmres() -> lx.GMRES:
+    return lx.GMRES(rtol=GMRES_RTOL, atol=GMRES_RTOL * 1e-3, restart=GMRES_RESTART, stagnation_iters=GMRES_RESTART)
+
+
 class FlowSolver(eqx.Module):
     """What the flow needs of a method: its `name` (as in `FlowOptions.solver` and `Stats.solver_name`),
     whether regression batches run in one lockstep loop (`lockstep`; explicit pairs only), the method with its
@@ -105,9 +109,7 @@ class NewtonKrylov(FlowSolver):
     lockstep: ClassVar[bool] = False
 
     def method(self, rtol=None, atol=None, axis_name=None) -> diffrax.AbstractImplicitSolver:
-        linear_solver = lx.GMRES(rtol=GMRES_RTOL, atol=GMRES_RTOL * 1e-3, restart=GMRES_RESTART,
-                                 stagnation_iters=GMRES_RESTART)
-        newton = StageNewton(rtol=NEWTON_RTOL, atol=NEWTON_RTOL * 1e-3, linear_solver=linear_solver)
+        newton = StageNewton(rtol=NEWTON_RTOL, atol=NEWTON_RTOL * 1e-3, linear_solver=_gmres())
         return _IMPLICIT[self.name](root_finder=newton)
 
     def grad_evals(self, steps, work=None):
@@ -132,16 +134,18 @@ class DenseChord(FlowSolver):
 
 
 class MultistepBDF(FlowSolver):
-    """The variable-order BDF method (orders 1-5) on a dense Jacobian kept across steps, with its own step-size
-    and order control (`_bdf.BDF`)."""
+    """The variable-order BDF method (orders 1-5) with its own step-size and order control (`_bdf.BDF`): on a dense
+    Jacobian kept across steps, or (`matrix_free`) with GMRES on Jacobian-vector products."""
 
+    matrix_free: bool = eqx.field(static=True, default=False)
     lockstep: ClassVar[bool] = False
 
     def stepper(self, rtol, atol, axis_name=None) -> BDF:
-        return BDF(rtol, atol, axis_name)
+        return BDF(rtol, atol, axis_name, _gmres() if self.matrix_free else None)
 
     def grad_evals(self, steps, work=None):
-        return work
+        # GMRES's Jacobian-vector products are data-dependent and lineax does not report them.
+        return jnp.full_like(steps, -1) if self.matrix_free else work
 
 
 def make_solver(name: str, parameters: int) -> FlowSolver:
@@ -149,5 +153,5 @@ def make_solver(name: str, parameters: int) -> FlowSolver:
     if name in _EXPLICIT:
         return ExplicitPair(name)
     if name == "bdf":
-        return MultistepBDF(name)
+        return MultistepBDF(name, matrix_free=parameters > DENSE_MAX_PARAMETERS)
     return DenseChord(name) if parameters <= DENSE_MAX_PARAMETERS else NewtonKrylov(name)

@@ -19,7 +19,6 @@ from jax.flatten_util import ravel_pytree
 from .._cache import cached_program
 from ..networks import Network
 from ._objective import Objective
-from ._solvers import DENSE_MAX_PARAMETERS
 
 EXPLICIT_PROBE_STEPS = 2000  # "auto" runs Tsit5 this many steps before it tests the run for stiffness
 STIFF_PRODUCT = 1.0  # h |lambda_max| at or above this: the step is held by stability
@@ -30,12 +29,11 @@ SPARING_STEPS = 10_000
 POWER_ITERATIONS = 20
 
 
-def implicit_for_auto(task: str, parameters: int) -> str:
-    """The implicit method `auto` continues a stiff run with: the variable-order BDF for classification on a dense
-    Jacobian (far out, its predictor from the history spares the stage solves that fail Kvaerno5's steps), Kvaerno5
-    otherwise (fewer steps on regression's certificate, and matrix-free at any size). Measurements: docs/theory.md
-    §9."""
-    return "bdf" if task == "classification" and parameters <= DENSE_MAX_PARAMETERS else "kvaerno5"
+def implicit_for_auto(task: str) -> str:
+    """The implicit method `auto` continues a stiff run with: the variable-order BDF for classification (far out in
+    `-log L`, its predictor from the history spares it the stage solves that fail Kvaerno5's steps), Kvaerno5 for
+    regression (fewer steps to the certificate). Measurements: docs/theory.md §9."""
+    return "bdf" if task == "classification" else "kvaerno5"
 
 
 def largest_curvature(field, y):

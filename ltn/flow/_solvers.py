@@ -8,7 +8,10 @@ DENSE_MAX_PARAMETERS parameters (`DenseChord`) their stage equations are solved 
 (a batch of Jacobian-vector products) and an inverse of `I - h gamma J` kept across stages and steps
 (`ChordESDIRK`). Above (`NewtonKrylov`), by Newton's method whose linear systems go to GMRES: `J v` is a
 Jacobian-vector product of the vector field through JAX (for the flow, a Hessian-vector product), so no Jacobian
-is formed and the cost of a step grows like that of a gradient, at any parameter count (docs/theory.md §9).
+is formed and the cost of a step grows like that of a gradient, at any parameter count. The variable-order BDF
+(`MultistepBDF`) solves one implicit equation per step from a predictor on the path's history, with its own
+step-size and order control: far out on a classification path, where Kvaerno5's stage solves fail, it takes a
+seventh of the steps (docs/theory.md §9).
 """
 
 from __future__ import annotations

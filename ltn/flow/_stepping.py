@@ -1,4 +1,4 @@
-"""One run's adaptive solve, stepped by ltn's own loop around a `Stepper`: a method with its step-size control,
+"""One run's adaptive solve, stepped by ltn's own loop around a stepper: a method with its step-size control,
 which attempts a step, says whether to keep it and proposes the next. `ControlledStep` is one made of diffrax's
 pieces: the method's step and dense output (`solver.step`, `solver.interpolation_cls`) and the step-size controller
 (`PIDController.init`, `adapt_step_size`), as in `diffeqsolve`'s own loop; the BDF method (`_bdf`) is another, with

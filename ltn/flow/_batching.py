@@ -1,4 +1,5 @@
-"""Input checks and the single-or-batch convention shared by flow and descent."""
+"""Input checks and the single-or-batch convention shared by flow and descent, and the batch-wide predicate of
+the per-run programs vmapped over a batch."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ import numpy as np
 
 from .._compile import jit
 from ..networks import Network
+
+
+def any_run(flag, axis_name: str | None):
+    """Whether `flag` holds for any run of the batch vmapped with `axis_name` (`flag` itself where None): the
+    predicate of a `lax.cond` that does costly work for the runs that ask for it, once for the whole batch (a
+    batched `lax.cond` would run both branches for every run, every time)."""
+    if axis_name is None:
+        return flag
+    return jax.lax.psum(flag.astype(int), axis_name) > 0
 
 
 def as_batch(net: Network, params, X):

@@ -25,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import lu_factor, lu_solve
 from jaxtyping import Array, Bool, Float, Int
 
+from ._batching import any_run
 from ._stepping import Attempt, initial_step
 
 MAX_ORDER = 5
@@ -109,11 +110,6 @@ class BDF(eqx.Module):
     axis_name: str | None = eqx.field(static=True, default=None)
     linear_solver: lx.AbstractLinearSolver | None = None
 
-    def _any(self, flag):
-        if self.axis_name is None:
-            return flag
-        return jax.lax.psum(flag.astype(int), self.axis_name) > 0
-
     def start(self, field, t0, t_max, y0):
         """Order 1 from `y0`, with Hairer's first step for an order-1 method (`D[1] = h0 f(t0, y0)`); `J` is formed
         by the first attempt. Returns the first step's end, the state and the work of the start."""
@@ -184,7 +180,7 @@ class BDF(eqx.Module):
             """`s` with `J` formed at `(t_new, y_predict)` where `form_jacobian`, and `I - c J` factorised again
             where `c` moved (or `J` is new)."""
             jacobian = jax.lax.cond(
-                self._any(form_jacobian),
+                any_run(form_jacobian, self.axis_name),
                 lambda: jnp.where(form_jacobian, jax.jacfwd(lambda v: flat_field(t_new, v))(y_predict), s.jacobian),
                 lambda: s.jacobian)
             refactor = form_jacobian | (c != s.c_lu)
@@ -193,7 +189,7 @@ class BDF(eqx.Module):
                 lu, pivots = lu_factor(jnp.eye(n, dtype=flat_y.dtype) - c * jacobian)
                 return jnp.where(refactor, lu, s.lu), jnp.where(refactor, pivots, s.pivots)
 
-            lu, pivots = jax.lax.cond(self._any(refactor), factorised, lambda: (s.lu, s.pivots))
+            lu, pivots = jax.lax.cond(any_run(refactor, self.axis_name), factorised, lambda: (s.lu, s.pivots))
             return BDFState(D=s.D, h=s.h, order=s.order, equal_steps=s.equal_steps, jacobian=jacobian, lu=lu,
                             pivots=pivots, c_lu=jnp.where(refactor, c, s.c_lu), fresh=s.fresh | form_jacobian,
                             evaluations=s.evaluations + jnp.where(form_jacobian, n, 0))

@@ -17,6 +17,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
 from ..networks import Network
+from ._batching import any_run
 from ._objective import tree_norm
 from ._result import CONVERGED, STALLED
 
@@ -86,9 +87,7 @@ def regression_verdict(net: Network, params, gradient, X, y, residual_tol, xtol,
     `jax.vmap(..., axis_name=axis_name)` it runs once for the whole batch when any run needs it (a batched
     `lax.cond` would run it every time, for every run)."""
     interpolating = interpolates(net, params, X, y, residual_tol)
-    needed = interpolating & try_settled
-    if axis_name is not None:
-        needed = jax.lax.psum(needed.astype(int), axis_name) > 0
+    needed = any_run(interpolating & try_settled, axis_name)
     certified = interpolating & jax.lax.cond(needed, lambda p: settled(net, p, X, y, xtol),
                                              lambda p: jnp.asarray(False), params)
     stationary = jnp.all(jnp.stack([jnp.all(leaf == 0) for leaf in jax.tree_util.tree_leaves(gradient)]))

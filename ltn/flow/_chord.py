@@ -26,6 +26,8 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import lu_factor, lu_solve
 from jaxtyping import Array, Bool, Float, Int
 
+from ._batching import any_run
+
 # The stage solve has converged where the estimated error left in the stage value, `rate / (1 - rate) |dz|`, is
 # at most CHORD_KAPPA of the step-size controller's tolerance (Hairer & Wanner's test for simplified Newton).
 CHORD_KAPPA = 0.05
@@ -85,12 +87,6 @@ class ChordESDIRK(diffrax.AbstractAdaptiveSolver):
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
-
-    def _any(self, flag):
-        """Whether `flag` holds for any run of the batch (a predicate every run of the batch shares)."""
-        if self.axis_name is None:
-            return flag
-        return jax.lax.psum(flag.astype(int), self.axis_name) > 0
 
     def _inverse(self, jacobian, h):
         """`(I - h gamma J)^-1`, from an LU factorisation: the chord iteration needs only an approximate solve
@@ -174,12 +170,12 @@ class ChordESDIRK(diffrax.AbstractAdaptiveSolver):
             """`state` with `J` formed at `(t0, y0)` where `form_jacobian`, and `I - h gamma J` factorised again
             where `refactor` (or a new `J`); each run of a batch takes only what it asked for."""
             jacobian = jax.lax.cond(
-                self._any(form_jacobian),
+                any_run(form_jacobian, self.axis_name),
                 lambda: jnp.where(form_jacobian, jax.jacfwd(lambda v: field(t0, v))(flat0), state.jacobian),
                 lambda: state.jacobian)
             refactor = refactor | form_jacobian
 
-            inverse = jax.lax.cond(self._any(refactor),
+            inverse = jax.lax.cond(any_run(refactor, self.axis_name),
                                    lambda: jnp.where(refactor, self._inverse(jacobian, h), state.inverse),
                                    lambda: state.inverse)
             return ChordState(f0=state.f0, jacobian=jacobian, inverse=inverse,

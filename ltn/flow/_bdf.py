@@ -224,7 +224,8 @@ class BDF(eqx.Module):
         safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + iterations)
         scale = self.atol + self.rtol * jnp.abs(y_new)
         error_norm = _rms(error_const[order] * d / scale)
-        keep = converged & (error_norm <= 1)
+        # A step too small to move time is not kept: the loop then stops on the step size.
+        keep = converged & (error_norm <= 1) & (h > 0)
 
         # Rejected: half the step where the iterations failed, else the step the error estimate asks for.
         shrink = jnp.maximum(MIN_FACTOR, safety * error_norm ** (-1.0 / (order + 1)))
@@ -237,7 +238,8 @@ class BDF(eqx.Module):
         updated = jnp.where(suffix, 1.0, 0.0) @ updated + jnp.where((rows > order)[:, None], updated, 0.0)
         equal_steps = equal_steps + 1
         error_m = jnp.where(order > 1, _rms(error_const[order - 1] * updated[order] / scale), jnp.inf)
-        error_p = jnp.where(order < MAX_ORDER, _rms(error_const[order + 1] * updated[order + 2] / scale), jnp.inf)
+        above = jnp.minimum(order + 1, MAX_ORDER)  # (unused at MAX_ORDER)
+        error_p = jnp.where(order < MAX_ORDER, _rms(error_const[above] * updated[order + 2] / scale), jnp.inf)
         factors = jnp.stack([error_m, error_norm, error_p]) ** (-1.0 / (order + jnp.arange(3)))
         select = equal_steps >= order + 1
         new_order = jnp.where(select, order + jnp.argmax(factors) - 1, order)

@@ -80,7 +80,7 @@ def test_zero_init_stalls_on_every_path():
     """The zero init is a stationary point that does not interpolate: the gradient is exactly zero and nothing
     ever moves. Each path ends at once with `stalled`."""
     zero = tuple(jnp.zeros(12) for _ in range(SHALLOW.depth))
-    for solver in ("tsit5", "kvaerno5"):
+    for solver in ("tsit5", "kvaerno5", "bdf"):
         result = ltn.gradient_flow(SHALLOW, zero, REG.X, REG.y, solver=solver)
         assert (result.status_name, int(result.stats.steps)) == ("stalled", 0), solver
         assert int(np.sum(result.trajectory.reached)) == 1
@@ -100,7 +100,7 @@ def test_converged_run_interpolates_at_its_exact_limit_and_a_certified_start_end
     # A start certified with room to spare (xtol 100x tighter) ends there, on both paths.
     tight = ltn.gradient_flow(SHALLOW, batch, REG.X, REG.y, xtol=1e-12)
     end = jax.tree_util.tree_map(lambda leaf: leaf[0], tight.params)
-    for solver in ("tsit5", "kvaerno5"):
+    for solver in ("tsit5", "kvaerno5", "bdf"):
         again = ltn.gradient_flow(SHALLOW, end, REG.X, REG.y, solver=solver)
         assert (again.status_name, int(again.stats.steps)) == ("converged", 0), solver
         np.testing.assert_array_equal(again.beta, tight.beta[0])

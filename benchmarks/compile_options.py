@@ -42,9 +42,7 @@ REPEATS = 3
 
 def _program(case: reach.Case, solver: str):
     """The flow's solve for `case` and `solver` (not jitted) and its arguments."""
-    options = {"solver": solver, **({"max_steps": EXPLICIT_PROBE_STEPS} if solver == "tsit5" else {})}
-    if case.target_log_loss is not None:
-        options["target_log_loss"] = case.target_log_loss
+    options = {**case.options(), "solver": solver, **({"max_steps": EXPLICIT_PROBE_STEPS} if solver == "tsit5" else {})}
     opts = flow_options(options).with_default_target(task_of(case.loss))
     params0, _ = as_batch(case.net, case.params0, jnp.asarray(case.X))
     batch = params0[0].shape[0]

@@ -77,6 +77,13 @@ class Case:
     def regression(self) -> bool:
         return self.loss == "squared"
 
+    def options(self) -> dict:
+        """The case's `ltn.gradient_flow` options beyond the defaults: its own, and its target."""
+        options = dict(self.ltn_options)
+        if self.target_log_loss is not None:
+            options["target_log_loss"] = self.target_log_loss
+        return options
+
 
 def regression_case(name: str, depth: int, d: int, n: int, alpha: float, sparsity: int = 3, **fields) -> Case:
     """Sparse regression (seed 0) on a diagonal network with the theorem initialisation at scale `alpha`."""
@@ -136,10 +143,7 @@ class Measurement:
 
 def _ltn_solve(case: Case):
     """The case's `ltn.gradient_flow` call, with default options plus the case's target and options."""
-    options = dict(case.ltn_options)
-    if case.target_log_loss is not None:
-        options["target_log_loss"] = case.target_log_loss
-    return lambda: ltn.gradient_flow(case.net, case.params0, case.X, case.y, case.loss, **options)
+    return lambda: ltn.gradient_flow(case.net, case.params0, case.X, case.y, case.loss, **case.options())
 
 
 def run_ltn(case: Case, next_process: bool = False) -> Measurement:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import lu_factor, lu_solve
+from jax.lax.linalg import lu, triangular_solve
 from jaxtyping import Array, Bool, Float, Int
 
 from ._batching import any_run
@@ -62,6 +62,15 @@ def _rescaled(D, order, factor):
     return jnp.where(factor == 1, D, D.at[: MAX_ORDER + 1].set(head))
 
 
+def _lu_solve(factors, permutation, b):
+    """`A^-1 b` from `P A = L U` (`jax.lax.linalg.lu`: `factors` holds L below the diagonal and U on and above it).
+    With the permutation kept from the factorisation: `jax.scipy.linalg.lu_solve` turns the pivots into it at every
+    solve, more than the two triangular solves themselves cost on a small system."""
+    x = b[permutation][:, None]
+    x = triangular_solve(factors, x, left_side=True, lower=True, unit_diagonal=True)
+    return triangular_solve(factors, x, left_side=True, lower=False)[:, 0]
+
+
 class BDFState(eqx.Module):
     """The method's state between attempts: the differences `D` in units of the step `h`, the order, the number of
     steps taken at this `h` and order, `J` and the factorisation of `I - c_lu J`, whether `J` was formed for the
@@ -74,7 +83,7 @@ class BDFState(eqx.Module):
     equal_steps: Int[Array, ""]
     jacobian: Float[Array, "n n"]
     lu: Float[Array, "n n"]
-    pivots: Int[Array, " n"]
+    permutation: Int[Array, " n"]
     c_lu: Float[Array, ""]
     fresh: Bool[Array, ""]
     evaluations: Int[Array, ""]
@@ -121,7 +130,7 @@ class BDF(eqx.Module):
         m = n if self.linear_solver is None else 0  # no matrix kept where matrix-free
         zeros = jnp.zeros((m, m), flat.dtype)
         state = BDFState(D=D, h=jnp.asarray(h0, flat.dtype), order=jnp.asarray(1), equal_steps=jnp.asarray(0),
-                         jacobian=zeros, lu=zeros, pivots=jnp.zeros(m, jnp.int32),
+                         jacobian=zeros, lu=zeros, permutation=jnp.zeros(m, jnp.int32),
                          c_lu=jnp.asarray(jnp.nan, flat.dtype), fresh=jnp.asarray(False), evaluations=jnp.asarray(0))
         return t0 + h0, state, 2
 
@@ -186,12 +195,13 @@ class BDF(eqx.Module):
             refactor = form_jacobian | (c != s.c_lu)
 
             def factorised():
-                lu, pivots = lu_factor(jnp.eye(n, dtype=flat_y.dtype) - c * jacobian)
-                return jnp.where(refactor, lu, s.lu), jnp.where(refactor, pivots, s.pivots)
+                factors, _, permutation = lu(jnp.eye(n, dtype=flat_y.dtype) - c * jacobian)
+                return jnp.where(refactor, factors, s.lu), jnp.where(refactor, permutation, s.permutation)
 
-            lu, pivots = jax.lax.cond(any_run(refactor, self.axis_name), factorised, lambda: (s.lu, s.pivots))
-            return BDFState(D=s.D, h=s.h, order=s.order, equal_steps=s.equal_steps, jacobian=jacobian, lu=lu,
-                            pivots=pivots, c_lu=jnp.where(refactor, c, s.c_lu), fresh=s.fresh | form_jacobian,
+            factors, permutation = jax.lax.cond(any_run(refactor, self.axis_name), factorised,
+                                                 lambda: (s.lu, s.permutation))
+            return BDFState(D=s.D, h=s.h, order=s.order, equal_steps=s.equal_steps, jacobian=jacobian, lu=factors,
+                            permutation=permutation, c_lu=jnp.where(refactor, c, s.c_lu), fresh=s.fresh | form_jacobian,
                             evaluations=s.evaluations + jnp.where(form_jacobian, n, 0))
 
         def again(carry):
@@ -203,7 +213,7 @@ class BDF(eqx.Module):
             the first failed on an old one."""
             index, s, _, _, _, _, evaluations = carry
             s = refreshed(s, jnp.where(index == 0, jnp.isnan(s.c_lu), True))
-            v, d, converged, k = newton(lambda r: lu_solve((s.lu, s.pivots), r))
+            v, d, converged, k = newton(lambda r: _lu_solve(s.lu, s.permutation, r))
             return index + 1, s, v, d, converged, k, evaluations + k
 
         if self.linear_solver is None:
@@ -248,7 +258,7 @@ class BDF(eqx.Module):
         next_state = BDFState(
             D=jnp.where(keep, updated, D), h=h, order=jnp.where(keep, new_order, order),
             equal_steps=jnp.where(keep, jnp.where(select, 0, equal_steps), 0), jacobian=s.jacobian, lu=s.lu,
-            pivots=s.pivots, c_lu=s.c_lu, fresh=s.fresh & ~keep,
+            permutation=s.permutation, c_lu=s.c_lu, fresh=s.fresh & ~keep,
             evaluations=s.evaluations + evaluations)
         t_proposed = jnp.where(keep, t_new + h * accept_factor, t + h * reject_factor)
         interpolation = BDFInterpolation(t1=t_new, h=h, order=order, D=updated, unravel=unravel)

@@ -22,7 +22,6 @@ from ._objective import tree_norm
 from ._result import CONVERGED, STALLED
 
 UNDECIDED = -1  # neither status applies (yet): the run goes on
-BATCH_AXIS = "runs"  # the `axis_name` under which callers vmap `regression_verdict` over a batch of runs
 # Defaults shared by flow and descent. RESIDUAL_TOL: ordinary runs reach 1e-12 to 1e-14 relative residual
 # within a few percent more steps than 1e-9 takes; see docs/theory.md §11.
 GTOL, XTOL, RESIDUAL_TOL = 1e-10, 1e-10, 1e-9

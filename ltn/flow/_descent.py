@@ -15,8 +15,8 @@ import numpy as np
 from .._compile import jit
 from ..losses import task_of
 from ..networks import Network
-from ._batching import as_batch, check_problem_arrays, first_run
-from ._certificate import BATCH_AXIS, UNDECIDED, gradient_small, regression_verdict, tries_every
+from ._batching import as_batch, check_problem_arrays, first_run, over_runs
+from ._certificate import UNDECIDED, gradient_small, regression_verdict, tries_every
 from ._objective import Objective, tree_norm
 from ._options import FlowOptions, descent_options
 from ._result import CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
@@ -77,7 +77,7 @@ def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimize
             return objective.value(params, X, y)
         return jnp.exp(objective.value(params, X, y))
 
-    def solve_one(params0, X, y, opts: FlowOptions):
+    def solve_one(params0, X, y, opts: FlowOptions, axis_name):
         learning_rate = opts.learning_rate
         opt = optimizer if optimizer is not None else optax.sgd(learning_rate)
         scale = jnp.linalg.norm(X, 2) * jnp.linalg.norm(y)
@@ -89,7 +89,7 @@ def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimize
             `try_certificate`; classification: `CONVERGED` at a target), or `UNDECIDED`."""
             if regression:
                 code = regression_verdict(net, params, grad, X, y, opts.residual_tol, opts.xtol,
-                                          try_settled=try_certificate, axis_name=BATCH_AXIS)
+                                          try_settled=try_certificate, axis_name=axis_name)
             else:
                 done = (value <= opts.target_log_loss) | (tree_norm(params) >= opts.target_norm)
                 code = jnp.where(done, CONVERGED, UNDECIDED)
@@ -137,6 +137,6 @@ def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimize
                           final_log_time=log_time, trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
 
     def solve(params0, X, y, opts: FlowOptions):
-        return jax.vmap(solve_one, in_axes=(0, None, None, None), axis_name=BATCH_AXIS)(params0, X, y, opts)
+        return over_runs(solve_one, (0, None, None, None))(params0, X, y, opts)
 
     return jit(solve)

@@ -28,8 +28,8 @@ from jaxtyping import Array, Bool, Float, Int
 from .._cache import cached_program
 from ..losses import task_of
 from ..networks import Network
-from ._batching import as_batch, check_problem_arrays
-from ._certificate import BATCH_AXIS, UNDECIDED, gradient_small, regression_verdict, tries_every
+from ._batching import BATCH_AXIS, as_batch, check_problem_arrays, over_runs
+from ._certificate import UNDECIDED, gradient_small, regression_verdict, tries_every
 from ._lockstep import NONFINITE_FIELD, STEP_BUDGET, STEP_UNDERFLOW, lockstep_solve
 from ._objective import Checkpoint, Objective, tree_norm
 from ._options import FlowOptions, flow_options
@@ -298,10 +298,11 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         reached = target_reached(objective.log_loss(params, X, y), tree_norm(params), opts)
         return jnp.where(reached, CONVERGED, UNDECIDED)
 
-    def solve_one(params0, start, t0, active, X, y, opts: FlowOptions):
+    def solve_one(params0, start, t0, active, X, y, opts: FlowOptions, axis_name):
         """One run stepped by `stepped_solve`: classification (each run stops at its own target, located on the
         dense output, and is recorded at levels of -log L too) and implicit solvers. A run decided at the start (a
-        target already met, a certified or stalled start) or not `active` ends there, with 0 steps."""
+        target already met, a certified or stalled start) or not `active` ends there, with 0 steps. `axis_name`:
+        the batch's, or None for a run solved alone (`over_runs`)."""
         args = (X, y, opts)
         t_max, ts = time_grid(params0, args, opts)
 
@@ -317,7 +318,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
                 # Under the batch's axis name the costly part of the certificate runs only where a run still
                 # going interpolates (a batched `lax.cond` would run it at every step of every run).
                 velocity = vector_field(t, params, args)
-                return verdict(params, velocity, X, y, opts, try_settled=wanted, axis_name=BATCH_AXIS) != UNDECIDED
+                return verdict(params, velocity, X, y, opts, try_settled=wanted, axis_name=axis_name) != UNDECIDED
 
             def crossings(params):
                 return jnp.ones(1)
@@ -329,7 +330,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
                 return jnp.stack([objective.log_loss(params, X, y) - opts.target_log_loss,
                                   opts.target_norm - tree_norm(params)])
 
-        stepper = flow_solver.stepper(opts.rtol, opts.atol, BATCH_AXIS)
+        stepper = flow_solver.stepper(opts.rtol, opts.atol, axis_name)
         end = stepped_solve(field, start, t0, stepper=stepper, t_max=t_max,
                             max_steps=opts.max_steps, record=lambda t, params: checkpoint(t, params, args), save_ts=ts,
                             levels=levels, level_of=lambda params: objective.log_loss(params, X, y),
@@ -345,8 +346,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         TRACE_COUNT["flow"] += 1
         if regression and flow_solver.lockstep:
             return solve_lockstep(params0, start, t0, active, X, y, opts)
-        return jax.vmap(solve_one, in_axes=(0, 0, 0, 0, None, None, None), axis_name=BATCH_AXIS)(
-            params0, start, t0, active, X, y, opts)
+        return over_runs(solve_one, (0, 0, 0, 0, None, None, None))(params0, start, t0, active, X, y, opts)
 
     return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize)
 

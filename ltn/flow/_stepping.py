@@ -181,10 +181,11 @@ def stepped_solve(
     next_save = jnp.maximum(1, jnp.sum(save_ts <= t0))
     next_level = jnp.sum(level_of(y0) <= levels)
 
-    def save_at_times(s: _Loop, t_end, at):
+    # A rejected attempt saves nothing (`keep` in the loops' tests): the records need no selection after them.
+    def save_at_times(s: _Loop, keep, t_end, at):
         def due(c):
             index = jnp.minimum(c[0], slots - 1)
-            return (c[0] < slots) & (save_ts[index] <= t_end)
+            return keep & (c[0] < slots) & (save_ts[index] <= t_end)
 
         def save(c):
             index, records = c
@@ -194,10 +195,10 @@ def stepped_solve(
 
         return jax.lax.while_loop(due, save, (s.next_save, s.records))
 
-    def save_at_levels(s: _Loop, t_end, y_end, at):
+    def save_at_levels(s: _Loop, keep, t_end, y_end, at):
         def due(c):
             index = jnp.minimum(c[0], level_slots - 1)
-            return (c[0] < level_slots) & (level_of(y_end) <= levels[index])
+            return keep & (c[0] < level_slots) & (level_of(y_end) <= levels[index])
 
         def save(c):
             index, records = c
@@ -220,8 +221,8 @@ def stepped_solve(
         t_cross = _first_at_or_below(lambda t: jnp.min(crossings(at(t))), s.t, t1, 0.0, crossed)
         t_end = jnp.where(crossed, t_cross, t1)
         y_end = _where(crossed, at(t_cross), y1)
-        next_save, records = save_at_times(s, t_end, at)
-        next_level, level_records = save_at_levels(s, t_end, y_end, at)
+        next_save, records = save_at_times(s, keep, t_end, at)
+        next_level, level_records = save_at_levels(s, keep, t_end, y_end, at)
 
         steps = s.steps + 1
         t = jnp.where(keep, t_end, s.t)
@@ -233,9 +234,7 @@ def stepped_solve(
             t=t, t_next=jnp.minimum(attempt.t_next, t_max), y=_where(keep, y_end, s.y),
             stepper_state=attempt.state,
             stop=stop, steps=steps, accepted=s.accepted + keep, work=s.work + attempt.work,
-            next_save=jnp.where(keep, next_save, s.next_save), records=_where(keep, records, s.records),
-            next_level=jnp.where(keep, next_level, s.next_level),
-            level_records=_where(keep, level_records, s.level_records))
+            next_save=next_save, records=records, next_level=next_level, level_records=level_records)
 
     zero = jnp.zeros((), int)
     state = _Loop(t=t0, t_next=t_next, y=y0, stepper_state=stepper_state,

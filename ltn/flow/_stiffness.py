@@ -18,6 +18,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._cache import cached_program
 from ..networks import Network
+from ._batching import over_runs
 from ._objective import Objective
 
 EXPLICIT_PROBE_STEPS = 2000  # "auto" runs Tsit5 this many steps before it tests the run for stiffness
@@ -55,10 +56,10 @@ def step_times_curvature(net: Network, loss: str, reparametrize: bool):
     by stability."""
     objective = Objective(net, loss)
 
-    def product(params, recent_step, X, y):
+    def product(params, recent_step, X, y, axis_name):
+        del axis_name  # each run's test is its own
         flat, unravel = ravel_pytree(params)
         field = lambda v: ravel_pytree(objective.velocity(unravel(v), X, y, reparametrize))[0]  # noqa: E731
         return recent_step * largest_curvature(field, flat)
 
-    return cached_program(jax.vmap(product, in_axes=(0, 0, None, None)), "flow.stiffness", net, loss,
-                          reparametrize)
+    return cached_program(over_runs(product, (0, 0, None, None)), "flow.stiffness", net, loss, reparametrize)

@@ -79,7 +79,8 @@ def test_bdf_takes_the_steps_of_scipys_bdf_and_ends_where_it_does(key, target, l
 
 def test_bdf_batch_matches_single_runs(linear_solver):
     """Three starts in one vmapped program, where a Jacobian or a factorisation is formed for the whole batch when
-    any run needs it: each run takes its own steps and ends where it ends alone."""
+    any run needs it: each run takes its own steps and ends where it ends alone (in a program of its own, not
+    vmapped)."""
     keys = (0, 4, 7)
     inits = [CLS_NET.init(jax.random.PRNGKey(k), scale=0.5) for k in keys]
     batch = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *inits)

@@ -13,6 +13,7 @@ import scipy.integrate
 import ltn
 from ltn.data import separable_classification, sparse_regression
 from ltn.flow import _gradient_flow
+from ltn.flow._batching import BATCH_AXIS, any_run, over_runs
 
 REG = sparse_regression(seed=0, n=4, d=8, sparsity=2)
 DIAG2 = ltn.Diagonal(d=8, depth=2)
@@ -208,6 +209,23 @@ def test_batch_runs_under_one_compile_and_matches_single_runs():
         # accept/reject decision (measured: step counts equal within 2, beta within 1.1e-10 relative).
         assert abs(int(batched.stats.steps[i]) - int(single.stats.steps)) <= 5
         np.testing.assert_allclose(batched.beta[i], single.beta, rtol=1e-8, atol=1e-12)
+
+
+def test_a_batch_of_one_runs_unbatched_and_a_larger_batch_vmapped():
+    """`over_runs` calls the per-run function on the one run itself (no batch axis name, so a batch-wide predicate
+    is the run's own) and gives its results the batch axis back; a larger batch is vmapped under BATCH_AXIS."""
+    seen = []
+
+    def per_run(x, shared, axis_name):
+        seen.append(axis_name)
+        return {"scaled": x * shared, "any_positive": any_run(x > 0, axis_name)}
+
+    solve = over_runs(per_run, (0, None))
+    one, two = solve(jnp.array([-2.0]), 3.0), solve(jnp.array([-2.0, 1.0]), 3.0)
+    assert seen == [None, BATCH_AXIS]
+    assert one["scaled"].shape == (1,) and float(one["scaled"][0]) == float(two["scaled"][0]) == -6.0
+    assert not bool(one["any_positive"][0])  # the run alone: no other run's flag counts
+    assert list(np.asarray(two["any_positive"])) == [True, True]
 
 
 def test_descent_batch_and_loss_scaled_step():

@@ -1,5 +1,5 @@
-"""Input checks and the single-or-batch convention shared by flow and descent, and the batch-wide predicate of
-the per-run programs vmapped over a batch."""
+"""Input checks and the single-or-batch convention shared by flow and descent, and how a per-run program runs over a
+batch: vmapped, or on the run itself for a batch of one (`over_runs`), with a batch-wide predicate (`any_run`)."""
 
 from __future__ import annotations
 

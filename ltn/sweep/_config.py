@@ -343,8 +343,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "flow": {
         "solver": Field("str", "auto", choices=SOLVERS,
-                        doc="an ODE solver for `ltn.gradient_flow` (`auto` picks Tsit5, then Kvaerno5 or BDF, per run), or "
-                            "`descent` for `ltn.gradient_descent`"),
+                        doc="an ODE solver for `ltn.gradient_flow` (`auto` picks Tsit5, then Kvaerno5 or BDF, "
+                            "per run), or `descent` for `ltn.gradient_descent`"),
         "rtol": Field("float", SolverSpec.rtol, positive=True, doc="ODE solver: relative tolerance"),
         "atol": Field("float", SolverSpec.atol, positive=True, doc="ODE solver: absolute tolerance"),
         "max_steps": Field("int", SolverSpec.max_steps, minimum=1,

@@ -2,10 +2,11 @@
 (run: `python benchmarks/compile_options.py [--quick]`).
 
 Per program (a case of benchmarks/reach.py and a method: the explicit probe of `solver="auto"`, 2000 Tsit5 steps;
-the implicit method from the start, to the case's end): the seconds to compile it with XLA's defaults and with
-`ltn._compile.compiler_options()`, each in a fresh process (a process compiles a module once; three pairs,
-alternated, median), then in this process the best of three runs of each (alternated), and whether both reach the
-same point (steps; the largest relative difference in beta: the two compilers may round differently).
+the implicit method `auto` continues with, from the start to the case's end): the seconds to compile it with each
+side's options, each in a fresh process (a process compiles a module once; three rounds, the sides in a rotated
+order, median), then in this process the best of three runs of each (rotated), and whether every side reaches the
+same point as XLA's defaults (steps; the largest relative difference in beta: the compilers may round
+differently). The sides: XLA's defaults, the elemental emitters alone, and `ltn._compile.compiler_options()`.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ from ltn._compile import compiler_options  # noqa: E402
 from ltn.flow._batching import as_batch  # noqa: E402
 from ltn.flow._gradient_flow import _compiled_flow  # noqa: E402
 from ltn.flow._options import flow_options  # noqa: E402
-from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS  # noqa: E402
+from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS, implicit_for_auto  # noqa: E402
 from ltn.losses import task_of  # noqa: E402
 
 CASES = ("regression, diagonal L = 4", "Woodworth, diagonal", "classification, diagonal L = 2, d = 30",
          "classification, fully connected (30, 30), d = 30")
 QUICK_CASES = ("regression, diagonal L = 3, alpha = 0.1", "classification, diagonal L = 2, d = 6")
 REPEATS = 3
+# Each side's options by name (None: XLA's defaults); "ltn" is what ltn compiles with.
+SIDES = {"defaults": lambda: None, "emitters": lambda: {"xla_cpu_use_fusion_emitters": False},
+         "ltn": compiler_options}
 
 
 def _program(case: reach.Case, solver: str):
@@ -52,7 +56,7 @@ def _program(case: reach.Case, solver: str):
 
 
 def _compile_s(case: reach.Case, solver: str, side: str) -> float:
-    """Seconds to compile the program with `side`'s options ("defaults" or "ltn"), in a fresh process."""
+    """Seconds to compile the program with `side`'s options (a key of SIDES), in a fresh process."""
     child = subprocess.run([sys.executable, os.path.abspath(__file__), "--compile", case.name, solver, side],
                            capture_output=True, text=True, check=True)
     return float(child.stdout.split()[-1])
@@ -71,41 +75,51 @@ def _timed_run(compiled, args) -> tuple[float, object]:
     return time.perf_counter() - start, leg
 
 
+def _rotated(i: int) -> list[str]:
+    """The sides in round `i`'s order: each side goes first once in three rounds."""
+    names = list(SIDES)
+    return names[i % len(names):] + names[:i % len(names)]
+
+
 def compare(quick: bool = False) -> str:
     """The markdown section: one line per program."""
     names = QUICK_CASES if quick else CASES
     chosen = [case for case in reach.cases(quick) if any(case.name.startswith(name) for name in names)]
-    ours = compiler_options()
     rows = []
     for case in chosen:
-        for solver in ("tsit5", "kvaerno5"):
+        for solver in ("tsit5", implicit_for_auto(task_of(case.loss))):
             solve, args = _program(case, solver)
-            compile_s, runs = {"defaults": [], "ltn": []}, {"defaults": [], "ltn": []}
+            compile_s = {side: [] for side in SIDES}
             for i in range(REPEATS):
-                for side in (("defaults", "ltn"), ("ltn", "defaults"))[i % 2]:
+                for side in _rotated(i):
                     compile_s[side].append(_compile_s(case, solver, side))
-            compile_default, compile_tuned = (statistics.median(compile_s[side]) for side in ("defaults", "ltn"))
-            compiled = {"defaults": _compiled(solve, args, None)[0], "ltn": _compiled(solve, args, ours)[0]}
+            compiled = {side: _compiled(solve, args, options())[0] for side, options in SIDES.items()}
+            runs = {side: [] for side in SIDES}
             for i in range(REPEATS):
-                for side in (("defaults", "ltn"), ("ltn", "defaults"))[i % 2]:
+                for side in _rotated(i):
                     runs[side].append(_timed_run(compiled[side], args))
-            run_default, leg_default = min(runs["defaults"], key=lambda pair: pair[0])
-            run_tuned, leg_tuned = min(runs["ltn"], key=lambda pair: pair[0])
-            beta_default, beta_tuned = np.asarray(leg_default.beta), np.asarray(leg_tuned.beta)
-            difference = np.max(np.abs(beta_tuned - beta_default)) / np.max(np.abs(beta_default))
-            steps = f"{int(leg_default.steps[0])} / {int(leg_tuned.steps[0])}"
-            rows.append([case.name, solver, f"{compile_default:.2f}", f"{compile_tuned:.2f}",
-                         f"{compile_default / compile_tuned:.2f}x", f"{run_default:.3f}", f"{run_tuned:.3f}",
-                         f"{run_default / run_tuned:.2f}x", steps, f"{difference:.1e}"])
+            best = {side: min(runs[side], key=lambda pair: pair[0]) for side in SIDES}
+            medians = {side: statistics.median(compile_s[side]) for side in SIDES}
+            beta = {side: np.asarray(best[side][1].beta) for side in SIDES}
+            scale = np.max(np.abs(beta["defaults"]))
+            rows.append([case.name, solver, *(f"{medians[side]:.2f}" for side in SIDES),
+                         f"{medians['defaults'] / medians['ltn']:.2f}x", *(f"{best[side][0]:.3f}" for side in SIDES),
+                         f"{best['defaults'][0] / best['ltn'][0]:.2f}x",
+                         " / ".join(str(int(best[side][1].steps[0])) for side in SIDES),
+                         " / ".join(f"{np.max(np.abs(beta[side] - beta['defaults'])) / scale:.1e}"
+                                    for side in list(SIDES)[1:])])
             print(rows[-1], file=sys.stderr)
-    header = ["case", "program", "compile, XLA defaults (s)", "compile, ltn (s)", "compile ratio",
-              "run, XLA defaults (s)", "run, ltn (s)", "run ratio", "steps (defaults / ltn)",
-              "max |beta difference| / max |beta|"]
+    header = ["case", "program", "compile, XLA defaults (s)", "compile, emitters (s)", "compile, ltn (s)",
+              "compile ratio", "run, XLA defaults (s)", "run, emitters (s)", "run, ltn (s)", "run ratio",
+              "steps (defaults / emitters / ltn)", "max |beta difference| / max |beta| (emitters / ltn)"]
     return ("### Compiler options: XLA's defaults vs ltn's, on the flow's programs (`benchmarks/compile_options.py`)"
-            f"\n\nltn's options: {ours}. Tsit5: `auto`'s explicit probe ({EXPLICIT_PROBE_STEPS} steps); "
-            f"kvaerno5: the implicit method from the start to the case's end. Compile: median of {REPEATS} fresh "
-            f"processes per side, alternated. Run: best of {REPEATS} in one process, alternated. Ratios: XLA's "
-            "defaults / ltn's (above 1: ltn's is faster).\n\n"
+            f"\n\nltn's options: {compiler_options()}; \"emitters\": the elemental emitters alone "
+            f"({SIDES['emitters']()}). Tsit5: `auto`'s explicit probe ({EXPLICIT_PROBE_STEPS} steps); the implicit "
+            "method: the one `auto` continues with (kvaerno5 for regression, bdf for classification), from the start "
+            f"to the case's end. Compile: median of {REPEATS} fresh processes per side, in rotated order. Run: best "
+            f"of {REPEATS} in one process, rotated. Ratios: XLA's defaults / ltn's (above 1: ltn's is faster). Beta: "
+            "each side against XLA's defaults at the program's end (the probe stops on its step budget, so there "
+            "the sides compare points at slightly different times).\n\n"
             + markdown_table(header, rows) + "\n")
 
 
@@ -117,7 +131,7 @@ def main(argv=None):
     if args.compile:  # a child of _compile_s
         name, solver, side = args.compile
         case = next(case for quick in (False, True) for case in reach.cases(quick) if case.name == name)
-        print(_compiled(*_program(case, solver), compiler_options() if side == "ltn" else None)[1])
+        print(_compiled(*_program(case, solver), SIDES[side]())[1])
         return
     print(f"Machine: {machine()}.\n\n" + compare(args.quick))
 

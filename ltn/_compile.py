@@ -1,11 +1,16 @@
 """`jit`: `jax.jit` with the XLA options that suit ltn's programs on the backend in use.
 
 ltn's programs are hundreds of small fused kernels inside while loops (a flow solve, a dual Newton solve), and on
-a small problem compiling them takes longer than running them. XLA's CPU fusion emitters (its default) make a
-kernel of its own of every scalar operation in a loop; with its elemental emitters instead
-(`xla_cpu_use_fusion_emitters=False`) the flow's programs compile 1.1-1.7x faster (7 of 8 measured; 0.93x on a
-Newton-Krylov solve of 2000 parameters) and run 0.85-1.23x as fast (benchmarks/RESULTS.md). ltn asks for them
-where this XLA has the option; other backends get XLA's defaults.
+a small problem compiling them takes longer than running them. Almost all of that time is LLVM optimising and
+emitting machine code for each kernel. Two options cut it:
+- `xla_cpu_use_fusion_emitters=False`: XLA's CPU fusion emitters (its default) make a kernel of its own of every
+  scalar operation in a loop; its elemental emitters do not.
+- `xla_backend_optimization_level=2`: LLVM's O2 pipeline instead of O3. O3's extra passes (aggressive inlining,
+  unrolling and vectorisation) cost compile time and gain nothing measurable on kernels this small.
+Both are measured on the flow's own programs by benchmarks/compile_options.py (benchmarks/RESULTS.md): faster
+compiles, run times within the machine's noise, and the same results up to the solvers' tolerances (the
+pipelines round differently, so an adaptive solve may take a few steps more or fewer). ltn asks for them where
+this XLA has the options; other backends get XLA's defaults.
 
 The options are chosen at a program's first call, not at import: asking which backend is in use starts it, and
 importing ltn must not.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 2}
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ def _loop(x, A):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
 def test_programs_are_compiled_with_the_cpu_options():
-    assert compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+    assert compiler_options() == {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 2}
     args = (jnp.ones(8), jnp.eye(8))
     ours = jit(_loop).lower(*args).compile().as_text()
     assert ours == jax.jit(_loop, compiler_options=compiler_options()).lower(*args).compile().as_text()

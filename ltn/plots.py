@@ -160,8 +160,8 @@ def _text(value) -> str:
 
 def _series_of(frame: "pd.DataFrame", series: str, varies: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
     """(labels, index of each row's series): one series per distinct config, less what never tells series apart
-    and the columns `varies` (what the x-axis, or a path's colour, varies). Labels name the depth or the network, and the other config values that differ
-    between series only where two series would share a label."""
+    and the columns `varies` (what the x-axis, or a path's colour, varies). Labels name the depth or the network,
+    and the other config values that differ between series only where two series would share a label."""
     identity = [c for c in frame.columns if (c.startswith(_CONFIG_PREFIXES) or c in ("task", "loss"))
                 and c not in _NOT_SERIES and c not in varies]
     text = frame[identity].map(repr) if identity else frame.iloc[:, :0]

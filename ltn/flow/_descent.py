@@ -17,9 +17,9 @@ from ..losses import task_of
 from ..networks import Network
 from ._batching import as_batch, check_problem_arrays, first_run, over_runs
 from ._certificate import UNDECIDED, gradient_small, regression_verdict, tries_every
-from ._objective import Objective, tree_norm
+from ._objective import Objective, tree_nonfinite, tree_norm
 from ._options import FlowOptions, descent_options
-from ._result import CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
+from ._result import CONVERGED, NONFINITE, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status
 
 def gradient_descent(net: Network, params0, X, y, loss: str = "squared", **options) -> FlowResult:
     """Full-batch descent on `L` (default `optax.sgd(learning_rate)`), inside one `lax.while_loop`.
@@ -93,7 +93,7 @@ def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimize
             else:
                 done = (value <= opts.target_log_loss) | (tree_norm(params) >= opts.target_norm)
                 code = jnp.where(done, CONVERGED, UNDECIDED)
-            bad = nonfinite(jax.tree_util.tree_leaves((params, grad))) | ~jnp.isfinite(value)
+            bad = tree_nonfinite((params, grad)) | ~jnp.isfinite(value)
             return jnp.where(bad, NONFINITE, code)
 
         def cond(carry):
@@ -134,7 +134,8 @@ def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimize
         stats = Stats(steps=steps, accepted_steps=steps, rejected_steps=jnp.zeros_like(steps), grad_evals=evals,
                       solver=jnp.asarray(SOLVER_NAMES.index("descent")))
         return FlowResult(params=params, beta=net.beta(params), status=status, stats=stats, final=final,
-                          final_log_time=log_time, trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
+                          final_log_time=log_time,
+                          trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
 
     def solve(params0, X, y, opts: FlowOptions):
         return over_runs(solve_one, (0, None, None, None))(params0, X, y, opts)

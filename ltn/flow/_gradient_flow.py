@@ -31,9 +31,9 @@ from ..networks import Network
 from ._batching import BATCH_AXIS, as_batch, check_problem_arrays, over_runs
 from ._certificate import UNDECIDED, gradient_small, regression_verdict, tries_every
 from ._lockstep import NONFINITE_FIELD, STEP_BUDGET, STEP_UNDERFLOW, lockstep_solve
-from ._objective import Checkpoint, Objective, tree_norm
+from ._objective import Checkpoint, Objective, tree_nonfinite, tree_norm
 from ._options import FlowOptions, flow_options
-from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status, nonfinite
+from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status
 from ._solvers import FLOW_SOLVERS, make_solver
 from ._stepping import stepped_solve
 from ._stiffness import (EXPLICIT_PROBE_STEPS, SPARING_STEPS, STIFF_PRODUCT, implicit_for_auto,
@@ -217,7 +217,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         return objective.checkpoint(t, params, X, y, scale, value_and_grad)
 
     def broken(params, velocity):
-        return nonfinite(jax.tree_util.tree_leaves((params, velocity)))
+        return tree_nonfinite((params, velocity))
 
     def verdict(params, velocity, X, y, opts: FlowOptions, **gating):
         return regression_verdict(net, params, velocity, X, y, opts.residual_tol, opts.xtol, **gating)
@@ -310,7 +310,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
             v = vector_field(t, params, args)
             # A field that overflowed freezes the run where it is (reported nonfinite) instead of stalling the
             # solver.
-            frozen = nonfinite(jax.tree_util.tree_leaves(v))
+            frozen = tree_nonfinite(v)
             return jax.tree_util.tree_map(lambda leaf: jnp.where(frozen, 0.0, leaf), v)
 
         if regression:

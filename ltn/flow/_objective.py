@@ -22,6 +22,11 @@ def tree_dot(a, b) -> Array:
     return sum(jnp.sum(x * y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
+def tree_nonfinite(tree) -> Array:
+    """Whether any entry of any leaf is NaN or infinite."""
+    return ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
 class Checkpoint(eqx.Module):
     """Summaries of one point of a path.
 

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, Int
 
 from ..networks import Params
 from ._objective import Checkpoint
+from ._solvers import LEG_SOLVERS
 
 
 class Status(enum.IntEnum):
@@ -28,8 +29,8 @@ STATUSES = tuple(status.name.lower() for status in Status)  # names by code, for
 CONVERGED, BUDGET_EXHAUSTED, NONFINITE, SOLVER_FAILED, STALLED = Status
 
 
-# Index of `Stats.solver`: the ODE solvers, then "descent".
-SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kvaerno3", "bdf", "descent")
+# Index of `Stats.solver`: the methods of a flow's leg, then "descent".
+SOLVER_NAMES = (*LEG_SOLVERS, "descent")
 
 
 class Stats(eqx.Module):
@@ -88,10 +89,6 @@ def _names(codes, table):
     codes = np.asarray(codes)
     names = np.asarray(table, dtype=object)[codes]
     return str(names) if codes.ndim == 0 else names
-
-
-def nonfinite(tree_leaves) -> Array:
-    return ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in tree_leaves]))
 
 
 def final_status(broken, decided, failed) -> Array:

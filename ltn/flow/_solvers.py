@@ -32,7 +32,8 @@ from ._stepping import ControlledStep
 _EXPLICIT = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 _IMPLICIT = {"kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
 EXPLICIT_SOLVERS = tuple(_EXPLICIT)
-FLOW_SOLVERS = ("auto", *_EXPLICIT, *_IMPLICIT, "bdf")
+LEG_SOLVERS = (*_EXPLICIT, *_IMPLICIT, "bdf")  # the methods one leg of a flow is solved with
+FLOW_SOLVERS = ("auto", *LEG_SOLVERS)
 # Newton's stage solves stop at a relative change of NEWTON_RTOL; GMRES at a relative residual of GMRES_RTOL.
 # The step's error estimate, not these, controls accuracy: a loose stage solve shows up as a larger estimated
 # error, and a Newton solve that fails to converge rejects the step (diffrax halves it).

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._lockstep import FINISHED, RUNNING, STEP_BUDGET, STEP_UNDERFLOW, TIME_BUDGET
-from ._result import nonfinite
+from ._objective import tree_nonfinite
 
 BISECTIONS = 60  # halvings of a step to locate a crossing: below the spacing of float64 times
 
@@ -82,7 +82,6 @@ class ControlledStep(eqx.Module):
         """The first step's end, the state, and the work of the start."""
         term, controller, error_order = self._parts(field)
         t_next, controller_state = controller.init(term, t0, t_max, y0, None, None, self.method.func, error_order)
-        t_next = jnp.minimum(t_next, t_max)
         solver_state = self.method.init(term, t0, t_next, y0, None)
         return t_next, (solver_state, controller_state), self.step_work(solver_state)
 
@@ -93,7 +92,7 @@ class ControlledStep(eqx.Module):
         y_error = jax.tree_util.tree_map(lambda e: jnp.where(jnp.isnan(e), jnp.inf, e), y_error)
         keep, _, proposed, _, controller_state, _ = controller.adapt_step_size(
             t, t_next, y, y1, None, y_error, error_order, controller_state)
-        keep = keep & ~nonfinite(jax.tree_util.tree_leaves(y1))
+        keep = keep & ~tree_nonfinite(y1)
         interpolation = self.method.interpolation_cls(t0=t, t1=t_next, **dense)
         return Attempt(keep=keep, t1=t_next, y=y1, t_next=proposed,
                        state=(_where(keep, new_solver_state, solver_state), controller_state),
@@ -163,7 +162,7 @@ def stepped_solve(
     settled or crossed, ends at its start with 0 steps.
     """
     t_next, stepper_state, start_work = stepper.start(field, t0, t_max, y0)
-    t_next = jnp.minimum(t_next, t_max)
+    t_next = jnp.minimum(t_next, t_max)  # for every stepper: the first step never passes the budget
 
     done = ~active | settled(t0, y0, active) | jnp.any(crossings(y0) <= 0)
     stop = jnp.where(done, FINISHED, RUNNING)

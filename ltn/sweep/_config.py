@@ -38,7 +38,7 @@ import os
 import tomllib
 from typing import Any, Callable
 
-from ..flow import DESCENT_ONLY, FLOW_ONLY as _SOLVER_ONLY, SOLVERS as FLOW_SOLVERS, STEP_SCALINGS, FlowOptions
+from ..flow import FLOW_ONLY as _SOLVER_ONLY, SOLVERS as FLOW_SOLVERS, STEP_SCALINGS, FlowOptions
 from ..losses import LOSSES
 from ..networks import INIT_KINDS
 from ..plots import SERIES, X_AXES, Y_QUANTITIES

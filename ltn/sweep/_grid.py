@@ -16,10 +16,10 @@ import os
 import jax
 
 from .._version import __version__
+from ..flow import DESCENT_ONLY
 from ..networks import params_in_file
 from ._build import DATA_KINDS, NETWORK_KINDS, file_sha256, input_files, resolve_path
 from ._config import (
-    DESCENT_ONLY,
     FLOW_ONLY,
     INIT_KEYS,
     REGRESSION_ONLY,

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     for e in entries:
         print(f"{e['network']:16s} alpha={e['scale']:<6g} {e['status']:10s} beta={np.round(e['beta'], 6)} "
               f"prediction [{e['prediction']}] rel. error {e['error']:.2e}")
-    target = argv[1] if len(argv) > 1 else os.path.join(folder, f"{os.path.basename(os.path.normpath(folder))}-paths.png")
+    name = os.path.basename(os.path.normpath(folder))
+    target = argv[1] if len(argv) > 1 else os.path.join(folder, f"{name}-paths.png")
     plot_paths_2d(entries).savefig(target, dpi=80)
     print(f"wrote {target}")
     return 0

@@ -233,11 +233,11 @@ class KKTDistance:
     """Theorem 1 at a point: the KKT point of `min ||theta||^2 s.t. y_i f(x_i; theta) >= 1` that Newton's method
     reaches from it on the detected active set, and how far the point is from it.
 
-    `distance`: `||beta(theta) / ||beta(theta)|| - beta(theta*) / ||beta(theta*)|| ||` (0 at a KKT point; inf when Newton found none or
-    the point does not separate). `alignment`: `1 - cos(theta, -grad log L(theta))` at the point as given (its
-    scale matters: it tends to 0 along a flow that converges in direction). `kkt_point`: theta* (margin 1).
-    `multipliers`: nu >= 0 of theta*, zero off `active`. `newton_residual`: relative residual of the KKT system
-    at theta*. `note`: why the distance is inf, or why it is only an upper bound, if either.
+    `distance`: `||beta(theta) / ||beta(theta)|| - beta(theta*) / ||beta(theta*)|| ||` (0 at a KKT point; inf when
+    Newton found none or the point does not separate). `alignment`: `1 - cos(theta, -grad log L(theta))` at the point
+    as given (its scale matters: it tends to 0 along a flow that converges in direction). `kkt_point`: theta*
+    (margin 1). `multipliers`: nu >= 0 of theta*, zero off `active`. `newton_residual`: relative residual of the KKT
+    system at theta*. `note`: why the distance is inf, or why it is only an upper bound, if either.
     """
 
     distance: float

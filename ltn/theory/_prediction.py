@@ -88,10 +88,10 @@ def predict(net: Network, X, y, loss: str = "squared", init=None, *, regime: str
 
 def predict_batch(net: Network, X, y, loss: str = "squared", inits=None, *, regime: str = "auto"
                   ) -> list[Prediction | Exception]:
-    """`predict` for a batch of runs on the same data: `inits` carry a leading batch axis. The per-run work is one compiled, vmapped call (regression's exact
-    and lazy limits); a classification limit that does not depend on the run is computed once. A run whose
-    prediction fails gets its exception in its place, so one run cannot cost the others; arguments that do not
-    fit still raise."""
+    """`predict` for a batch of runs on the same data: `inits` carry a leading batch axis. The per-run work is one
+    compiled, vmapped call (regression's exact and lazy limits); a classification limit that does not depend on the run
+    is computed once. A run whose prediction fails gets its exception in its place, so one run cannot cost the others;
+    arguments that do not fit still raise."""
     check_network(net)
     task = task_of(loss)
     X, y = check_data(net, X, y, task)

@@ -1,9 +1,10 @@
 """Regression predictions: the exact limit for real odeco networks, the lazy and small-scale limits.
 
-The exact limit (docs/theory.md §7) solves the n-dimensional dual `min_lambda D(lambda) = sum_j Phi*_j(tau_j) - y^T lambda`
-with `tau = Z^T lambda`, `Z = X S^T`, by damped Newton in JAX: the gradient `Z rho(tau) - y` is the interpolation
-residual, the Hessian `Z diag(phi'(tau)) Z^T` is n x n. The primal point `rho = phi(tau)` is the flow's limit.
-Everything is a pure function of arrays, so a batch of scales or seeds runs under `jax.vmap`.
+The exact limit (docs/theory.md §7) solves the n-dimensional dual
+`min_lambda D(lambda) = sum_j Phi*_j(tau_j) - y^T lambda` with `tau = Z^T lambda`, `Z = X S^T`, by damped Newton in
+JAX: the gradient `Z rho(tau) - y` is the interpolation residual, the Hessian `Z diag(phi'(tau)) Z^T` is n x n. The
+primal point `rho = phi(tau)` is the flow's limit. Everything is a pure function of arrays, so a batch of scales or
+seeds runs under `jax.vmap`.
 """
 
 from __future__ import annotations

@@ -51,8 +51,6 @@ def test_fully_connected_regression_at_a_finite_scale_is_not_judged(tmp_path, ca
 
 # --- negative controls: the same end point judged against the theory and against a wrong hypothesis -------------
 
-import jax.numpy as jnp  # noqa: E402
-
 from ltn.sweep import _theory  # noqa: E402
 from ltn.theory import predict  # noqa: E402
 

@@ -5,8 +5,8 @@ a small problem compiling them takes longer than running them. Almost all of tha
 emitting machine code for each kernel. Two options cut it:
 - `xla_cpu_use_fusion_emitters=False`: XLA's CPU fusion emitters (its default) make a kernel of its own of every
   scalar operation in a loop; its elemental emitters do not.
-- `xla_backend_optimization_level=2`: LLVM's O2 pipeline instead of O3. O3's extra passes (aggressive inlining,
-  unrolling and vectorisation) cost compile time and gain nothing measurable on kernels this small.
+- `xla_backend_optimization_level=2`: LLVM's O2 pipeline instead of O3. O3 spends more of LLVM's effort (more
+  inlining, more aggressive loop transformations) for speed that kernels this small do not show.
 Both are measured on the flow's own programs by benchmarks/compile_options.py (benchmarks/RESULTS.md): faster
 compiles, run times within the machine's noise, and the same results up to the solvers' tolerances (the
 pipelines round differently, so an adaptive solve may take a few steps more or fewer). ltn asks for them where

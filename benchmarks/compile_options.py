@@ -1,5 +1,5 @@
 """ltn's XLA options against XLA's defaults, on the flow's own programs, in one process
-(run: `python benchmarks/compile_options.py [--quick]`).
+(run: `python benchmarks/compile_options.py [--quick] [--brief]`).
 
 Per program (a case of benchmarks/reach.py and a method: the explicit probe of `solver="auto"`, 2000 Tsit5 steps;
 the implicit method `auto` continues with, from the start to the case's end): the seconds to compile it with each
@@ -7,6 +7,10 @@ side's options, each in a fresh process (a process compiles a module once; three
 order, median), then in this process the best of three runs of each (rotated), and whether every side reaches the
 same point as XLA's defaults (steps; the largest relative difference in beta: the compilers may round
 differently). The sides: XLA's defaults, the elemental emitters alone, and `ltn._compile.compiler_options()`.
+
+`--brief`: the explicit probe compiled for speed (ltn's options) against compiled as a brief program (LLVM O0),
+on batches of 1 to 256 runs, next to the choice `auto` makes (`_brief_first_round`): compile and run seconds of
+each, and their sums.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from _common import machine, markdown_table  # noqa: E402
 
 from ltn._compile import compiler_options  # noqa: E402
 from ltn.flow._batching import as_batch  # noqa: E402
-from ltn.flow._gradient_flow import _compiled_flow  # noqa: E402
+from ltn.flow._gradient_flow import _brief_first_round, _compiled_flow, round_work  # noqa: E402
 from ltn.flow._options import flow_options  # noqa: E402
 from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS, implicit_for_auto  # noqa: E402
 from ltn.losses import task_of  # noqa: E402
@@ -42,23 +46,34 @@ REPEATS = 3
 # Each side's options by name (None: XLA's defaults); "ltn" is what ltn compiles with.
 SIDES = {"defaults": lambda: None, "emitters": lambda: {"xla_cpu_use_fusion_emitters": False},
          "ltn": compiler_options}
+TIERS = {"ltn": compiler_options, "brief": lambda: compiler_options(brief=True)}
+# The probe on batches (case, batch sizes): small problems, a batch where the lockstep loop's O0 code loses, and
+# vmapped classification batches.
+BRIEF_ROWS = (("regression, diagonal L = 4", (1, 8, 64, 256)), ("regression, diagonal L = 3, alpha = 0.01", (1,)),
+              ("Woodworth, diagonal", (1, 2)), ("classification, diagonal L = 2, d = 30", (2, 8, 64)),
+              ("classification, fully connected (30, 30), d = 30", (1, 4)))
+QUICK_BRIEF_ROWS = (("regression, diagonal L = 3, alpha = 0.1", (1, 2)), ("classification, diagonal L = 2, d = 6",
+                                                                          (2,)))
+BRIEF_REPEATS = 2
 
 
-def _program(case: reach.Case, solver: str):
-    """The flow's solve for `case` and `solver` (not jitted) and its arguments."""
+def _program(case: reach.Case, solver: str, batch: int = 1):
+    """The flow's solve for `case` and `solver` (not jitted) and its arguments: the case's run, or `batch` runs
+    from its initialisation scaled by 1, 1.01, 1.02, ..."""
     options = {**case.options(), "solver": solver, **({"max_steps": EXPLICIT_PROBE_STEPS} if solver == "tsit5" else {})}
     opts = flow_options(options).with_default_target(task_of(case.loss))
     params0, _ = as_batch(case.net, case.params0, jnp.asarray(case.X))
-    batch = params0[0].shape[0]
+    scales = 1 + 0.01 * jnp.arange(batch)
+    params0 = tuple(jnp.repeat(leaf, batch, axis=0) * scales.reshape(-1, *[1] * (leaf.ndim - 1)) for leaf in params0)
     solve = _compiled_flow(case.net, case.loss, solver, opts.checkpoints, opts.reparametrize).__wrapped__
     return solve, (params0, params0, jnp.zeros(batch), jnp.ones(batch, bool), jnp.asarray(case.X),
                    jnp.asarray(case.y), opts)
 
 
-def _compile_s(case: reach.Case, solver: str, side: str) -> float:
-    """Seconds to compile the program with `side`'s options (a key of SIDES), in a fresh process."""
-    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--compile", case.name, solver, side],
-                           capture_output=True, text=True, check=True)
+def _compile_s(case: reach.Case, solver: str, side: str, batch: int = 1) -> float:
+    """Seconds to compile the program with `side`'s options (a key of SIDES or TIERS), in a fresh process."""
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--compile", case.name, solver, side,
+                            str(batch)], capture_output=True, text=True, check=True)
     return float(child.stdout.split()[-1])
 
 
@@ -75,9 +90,9 @@ def _timed_run(compiled, args) -> tuple[float, object]:
     return time.perf_counter() - start, leg
 
 
-def _rotated(i: int) -> list[str]:
-    """The sides in round `i`'s order: each side goes first once in three rounds."""
-    names = list(SIDES)
+def _rotated(i: int, sides=SIDES) -> list[str]:
+    """The sides in round `i`'s order: each side goes first once in as many rounds as there are sides."""
+    names = list(sides)
     return names[i % len(names):] + names[:i % len(names)]
 
 
@@ -123,17 +138,49 @@ def compare(quick: bool = False) -> str:
             + markdown_table(header, rows) + "\n")
 
 
+def compare_brief(quick: bool = False) -> str:
+    """The markdown section of `--brief`: one line per case and batch size."""
+    rows = []
+    for name, batches in QUICK_BRIEF_ROWS if quick else BRIEF_ROWS:
+        case = next(case for case in reach.cases(quick) if case.name.startswith(name))
+        for batch in batches:
+            solve, args = _program(case, "tsit5", batch)
+            compile_s = {tier: [] for tier in TIERS}
+            for i in range(BRIEF_REPEATS):
+                for tier in _rotated(i, TIERS):
+                    compile_s[tier].append(_compile_s(case, "tsit5", tier, batch))
+            compiled = {tier: _compiled(solve, args, options())[0] for tier, options in TIERS.items()}
+            runs = {tier: [] for tier in TIERS}
+            for i in range(BRIEF_REPEATS):
+                for tier in _rotated(i, TIERS):
+                    runs[tier].append(_timed_run(compiled[tier], args)[0])
+            seconds = {tier: (statistics.median(compile_s[tier]), min(runs[tier])) for tier in TIERS}
+            brief = _brief_first_round(case.net, case.X, batch, task_of(case.loss))
+            rows.append([case.name, str(batch), f"{round_work(case.net, case.X, batch):.1e}",
+                         *(f"{c:.2f} / {r:.3f} / {c + r:.2f}" for c, r in seconds.values()),
+                         "brief" if brief else "for speed"])
+            print(rows[-1], file=sys.stderr)
+    header = ["case", "batch", "work: batch x max(n x parameters, 1000)", "compiled for speed: compile / run / sum (s)",
+              "brief: compile / run / sum (s)", "auto compiles it"]
+    return ("### Brief programs: `auto`'s explicit probe compiled for speed or as a brief program "
+            "(`benchmarks/compile_options.py --brief`)\n\n"
+            f"The probe ({EXPLICIT_PROBE_STEPS} Tsit5 steps) of `batch` runs. For speed: {TIERS['ltn']()}; brief: "
+            f"{TIERS['brief']()}. Compile: median of {BRIEF_REPEATS} fresh processes per side, rotated; run: best "
+            f"of {BRIEF_REPEATS} in this process.\n\n" + markdown_table(header, rows) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny cases: a smoke test, not the reported numbers")
-    parser.add_argument("--compile", nargs=3, metavar=("CASE", "SOLVER", "SIDE"), help=argparse.SUPPRESS)
+    parser.add_argument("--brief", action="store_true", help="the probe compiled for speed or as a brief program")
+    parser.add_argument("--compile", nargs=4, metavar=("CASE", "SOLVER", "SIDE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.compile:  # a child of _compile_s
-        name, solver, side = args.compile
+        name, solver, side, batch = args.compile
         case = next(case for quick in (False, True) for case in reach.cases(quick) if case.name == name)
-        print(_compiled(*_program(case, solver), SIDES[side]())[1])
+        print(_compiled(*_program(case, solver, int(batch)), {**SIDES, **TIERS}[side]())[1])
         return
-    print(f"Machine: {machine()}.\n\n" + compare(args.quick))
+    print(f"Machine: {machine()}.\n\n" + (compare_brief(args.quick) if args.brief else compare(args.quick)))
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     return path
 
 
-def cached_program(fun: Callable, name: str, *static) -> Callable:
+def cached_program(fun: Callable, name: str, *static, brief: bool = False) -> Callable:
     """`fun` (a function of pytrees of arrays) compiled by `jit` and kept in the traced-program cache (module
     docstring).
 
@@ -111,6 +111,7 @@ def cached_program(fun: Callable, name: str, *static) -> Callable:
     - `fun`: the function, not yet jitted; its results are pytrees of arrays.
     - `name`, `static`: what else determines the program: every Python value it closes over (a network spec,
       a loss name, a solver name, ...), compared by their pickled bytes.
+    - `brief`: compiled for a brief run (`ltn._compile.jit`); the traced program is the same either way.
 
     **Returns:**
 
@@ -118,7 +119,7 @@ def cached_program(fun: Callable, name: str, *static) -> Callable:
     exported (e.g. one that calls back into Python) or whose static values cannot be pickled is called as
     traced.
     """
-    program = jit(fun)
+    program = jit(fun, brief=brief)
     try:
         static_key = hashlib.sha256(pickle.dumps((name, static))).hexdigest()
     except (pickle.PicklingError, TypeError, AttributeError):  # e.g. a user's network holding a lambda
@@ -135,7 +136,7 @@ def cached_program(fun: Callable, name: str, *static) -> Callable:
         leaves, in_tree = jax.tree_util.tree_flatten(args)
         signature = (str(in_tree), tuple(_abstract(leaf) for leaf in leaves))
         if signature not in entries:
-            entries[signature] = _load_or_export(fun, name, folder, static_key, signature, in_tree, leaves)
+            entries[signature] = _load_or_export(fun, name, folder, static_key, signature, in_tree, leaves, brief)
         entry = entries[signature]
         if entry is None:
             return program(*args)
@@ -173,7 +174,8 @@ def _environment() -> str:
     return digest.hexdigest()
 
 
-def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, signature: tuple, in_tree, leaves):
+def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, signature: tuple, in_tree, leaves,
+                    brief: bool):
     """The compiled caller of `fun`'s exported program and the structure of its results, read from `folder` or
     traced and written there; None when `fun` cannot be exported."""
     import jax
@@ -215,7 +217,7 @@ def _load_or_export(fun: Callable, name: str, folder: str, static_key: str, sign
         return exported.call(*flat_args)
 
     run.__name__ = name
-    return jit(run), jax.tree_util.tree_structure(skeleton)
+    return jit(run, brief=brief), jax.tree_util.tree_structure(skeleton)
 
 
 def _exported(jitted, leaves):

@@ -12,6 +12,11 @@ compiles, run times within the machine's noise, and the same results up to the s
 pipelines round differently, so an adaptive solve may take a few steps more or fewer). ltn asks for them where
 this XLA has the options; other backends get XLA's defaults.
 
+A program that runs briefly (`brief=True`: a one-off test, the flow's first explicit round on a small problem)
+is compiled with LLVM's O0 instead: about 2x faster to compile and 3x slower to run (up to 6x vmapped), which wins
+wherever its run is short next to its compile (benchmarks/compile_options.py --brief). A program is brief or not
+by what it is, never by timing, so its results do not depend on the machine's load.
+
 The options are chosen at a program's first call, not at import: asking which backend is in use starts it, and
 importing ltn must not.
 """
@@ -22,48 +27,55 @@ import functools
 from typing import Callable
 
 _CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 2}
+_BRIEF_LEVEL = 0  # the LLVM pipeline of a brief program
 
 
-@functools.lru_cache(maxsize=1)
-def compiler_options() -> dict | None:
-    """The XLA options of ltn's programs in this process: `_CPU_OPTIONS` on CPU where this XLA accepts them (a
-    version without the option rejects it), else None (XLA's defaults)."""
+def compiler_options(brief: bool = False) -> dict | None:
+    """The XLA options of ltn's programs in this process: `_CPU_OPTIONS` (at LLVM's O0 for a `brief` program) on
+    CPU where this XLA accepts them (a version without the option rejects it), else None (XLA's defaults)."""
+    return _checked_options(bool(brief))
+
+
+@functools.lru_cache(maxsize=2)
+def _checked_options(brief: bool) -> dict | None:
     import jax
 
     if jax.default_backend() != "cpu":
         return None
+    options = {**_CPU_OPTIONS, "xla_backend_optimization_level": _BRIEF_LEVEL} if brief else dict(_CPU_OPTIONS)
     try:
-        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(0.0).compile()
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(0.0).compile()
     except Exception:  # noqa: BLE001 - JAX or XLA without the option: its defaults
         return None
-    return dict(_CPU_OPTIONS)
+    return options
 
 
-def jit(fun: Callable | None = None, **kwargs) -> "_Jit":
-    """`jax.jit(fun, **kwargs)` compiled with `compiler_options()`, decided at the first use (usable as a
+def jit(fun: Callable | None = None, *, brief: bool = False, **kwargs) -> "_Jit":
+    """`jax.jit(fun, **kwargs)` compiled with `compiler_options(brief)`, decided at the first use (usable as a
     decorator, with or without arguments)."""
     if fun is None:
-        return functools.partial(jit, **kwargs)
-    return _Jit(fun, kwargs)
+        return functools.partial(jit, brief=brief, **kwargs)
+    return _Jit(fun, brief, kwargs)
 
 
 class _Jit:
     """A `jax.jit` function made at its first use; every attribute (`lower`, ...) is the jitted function's."""
 
-    def __init__(self, fun: Callable, kwargs: dict):
+    def __init__(self, fun: Callable, brief: bool, kwargs: dict):
         functools.update_wrapper(self, fun)
+        self._brief = brief
         self._kwargs = kwargs
 
     @functools.cached_property
     def jitted(self):
         import jax
 
-        return jax.jit(self.__wrapped__, compiler_options=compiler_options(), **self._kwargs)
+        return jax.jit(self.__wrapped__, compiler_options=compiler_options(self._brief), **self._kwargs)
 
     def __call__(self, *args, **kwargs):
         return self.jitted(*args, **kwargs)
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name == "_kwargs":  # not set yet (a copy, an unpickling): not the jit's
+        if name.startswith("__") or name in ("_brief", "_kwargs"):  # not set yet (a copy, an unpickling): not the jit's
             raise AttributeError(name)
         return getattr(self.jitted, name)

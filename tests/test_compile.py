@@ -1,5 +1,5 @@
-"""`ltn._compile.jit`: ltn's programs are compiled with the XLA options chosen for the backend, and a JAX without
-those options gets its defaults instead of an error."""
+"""`ltn._compile.jit`: ltn's programs are compiled with the XLA options chosen for the backend (a brief program with
+LLVM's O0), and a JAX without those options gets its defaults instead of an error."""
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +32,28 @@ def test_programs_are_compiled_with_the_cpu_options():
     assert float(jit(_loop)(*args)) == float(jax.jit(_loop)(*args))
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
+def test_a_brief_program_is_compiled_with_llvm_o0(monkeypatch):
+    assert compiler_options(brief=True) == {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+    expected = [compiler_options(True), compiler_options()]  # decided (and cached) before jax.jit is watched
+    asked = []
+    real_jit = jax.jit
+    monkeypatch.setattr(jax, "jit", lambda fun, **kwargs: asked.append(kwargs["compiler_options"]) or real_jit(
+        fun, **kwargs))
+    args = (jnp.ones(8), jnp.eye(8))
+    brief, fast = float(jit(_loop, brief=True)(*args)), float(jit(_loop)(*args))
+    assert asked == expected
+    assert brief == pytest.approx(fast, rel=1e-14)  # the same program but for LLVM's pipeline
+
+
 def test_an_xla_without_the_option_gets_its_defaults(monkeypatch):
     monkeypatch.setattr(_compile, "_CPU_OPTIONS", {"xla_cpu_no_such_option": False})
-    compiler_options.cache_clear()
+    _compile._checked_options.cache_clear()
     try:
         assert compiler_options() is None
         assert float(jit(lambda x: 2 * x)(3.0)) == 6.0
     finally:
-        compiler_options.cache_clear()
+        _compile._checked_options.cache_clear()
 
 
 def test_jit_takes_jax_jit_arguments():

@@ -46,6 +46,12 @@ _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
 # the late phase, where directions converge at a rate in -log L, is seen at an even density.
 LOG_LOSS_LEVELS = -(10.0 ** (np.arange(121) / 10))
 TRACE_COUNT = {"flow": 0}  # incremented at trace time; tests use it to prove one compile per batch
+# `auto`'s first explicit round is compiled as a brief program (LLVM O0, `ltn._compile.jit`) where its work is
+# small: batch x max(samples x parameters, RUN_STEP_FLOOR) (the cost of a step, in proportion: a run's step costs
+# a floor of loop overhead however small the problem) at most BRIEF_ROUND_WORK, or a tenth of that where a batch's
+# runs are vmapped (classification), whose O0 code runs much slower (benchmarks/RESULTS.md, "Brief programs").
+# Most runs of a small problem end or turn implicit within it; later rounds are compiled for speed.
+BRIEF_ROUND_WORK, RUN_STEP_FLOOR = 200_000, 1000
 
 
 class Leg(eqx.Module):
@@ -108,14 +114,16 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     return _assembled(leg, net.depth, task == "classification" and opts.reparametrize, batched)
 
 
-def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, t0=None, active=None) -> Leg:
+def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, t0=None, active=None,
+         brief: bool = False) -> Leg:
     """One leg for the whole batch: from `params0` at time 0, or from `start` at `t0` for the `active` runs (the
-    checkpoint grid is always that of `params0`, so legs fill one trajectory)."""
+    checkpoint grid is always that of `params0`, so legs fill one trajectory), compiled as a `brief` program or
+    for speed."""
     batch = params0[0].shape[0]
     start = params0 if start is None else start
     t0 = jnp.zeros(batch) if t0 is None else t0
     active = jnp.ones(batch, bool) if active is None else active
-    static = (opts.solver, opts.checkpoints, opts.reparametrize)
+    static = (opts.solver, opts.checkpoints, opts.reparametrize, brief)
     return _compiled_flow(net, loss, *static)(params0, start, t0, active, X, y, opts)
 
 
@@ -133,7 +141,8 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
                                  active=jnp.asarray(members)), members)
 
     rounds = min(opts.max_steps, EXPLICIT_PROBE_STEPS)
-    leg = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=rounds), params0, X, y)
+    leg = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=rounds), params0, X, y,
+               brief=_brief_first_round(net, X, params0[0].shape[0], task_of(loss)))
     left = opts.max_steps - rounds
     explicit = np.array(leg.out_of_steps)  # a writable copy: narrowed in place below
     spared = np.zeros_like(explicit)
@@ -156,6 +165,17 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
             left -= rounds
             explicit &= np.asarray(leg.out_of_steps)
     return leg
+
+
+def round_work(net: Network, X, batch: int) -> int:
+    """The cost of a step of `batch` runs, in proportion (BRIEF_ROUND_WORK)."""
+    return batch * max(X.shape[0] * net.num_params, RUN_STEP_FLOOR)
+
+
+def _brief_first_round(net: Network, X, batch: int, task: str) -> bool:
+    """Whether `auto`'s first explicit round is compiled as a brief program (BRIEF_ROUND_WORK)."""
+    vmapped = task == "classification" and batch > 1
+    return round_work(net, X, batch) <= BRIEF_ROUND_WORK / (10 if vmapped else 1)
 
 
 def _within_steps_of_target(leg: Leg, target: float, steps: int):
@@ -196,9 +216,10 @@ def _joined(first: Leg, second: Leg, continued) -> Leg:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, reparametrize: bool):
-    """The compiled leg of one (network, loss, method, grid) combination; tolerances, budgets and targets are
-    run-time values of `FlowOptions` (so `auto`'s explicit probe and an explicit continuation share a program)."""
+def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, reparametrize: bool,
+                   brief: bool = False):
+    """The compiled leg of one (network, loss, method, grid) combination, as a `brief` program or compiled for
+    speed; tolerances, budgets and targets are run-time values of `FlowOptions`."""
     objective = Objective(net, loss)
     regression = objective.task == "regression"
     depth = net.depth
@@ -348,7 +369,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
             return solve_lockstep(params0, start, t0, active, X, y, opts)
         return over_runs(solve_one, (0, 0, 0, 0, None, None, None))(params0, start, t0, active, X, y, opts)
 
-    return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize)
+    return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize, brief=brief)
 
 
 def _assembled(leg: Leg, depth: int, reparametrized: bool, batched: bool) -> FlowResult:

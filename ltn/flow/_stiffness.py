@@ -62,4 +62,5 @@ def step_times_curvature(net: Network, loss: str, reparametrize: bool):
         field = lambda v: ravel_pytree(objective.velocity(unravel(v), X, y, reparametrize))[0]  # noqa: E731
         return recent_step * largest_curvature(field, flat)
 
-    return cached_program(over_runs(product, (0, 0, None, None)), "flow.stiffness", net, loss, reparametrize)
+    return cached_program(over_runs(product, (0, 0, None, None)), "flow.stiffness", net, loss, reparametrize,
+                          brief=True)

@@ -106,14 +106,28 @@ def probe_product(net, params0, X, y, loss="squared", max_steps=EXPLICIT_PROBE_S
     return float(product[0])
 
 
-def test_auto_switches_where_stiffness_holds_the_explicit_step(linear_solver):
+def test_auto_switches_where_stiffness_holds_the_explicit_step(linear_solver, monkeypatch):
     """Theorem init at scale 30, depth 3: Tsit5 sits at its stability bound short of the certificate for 20000
-    steps and more. `auto` probes with Tsit5, measures h |lambda_max| at the end of the probe and continues the
-    same run implicitly from there: it reaches the exact limit."""
+    steps and more. `auto` probes with Tsit5 (a brief program on a problem this small), measures h |lambda_max| at
+    the end of the probe and continues the same run implicitly from there (compiled for speed): it reaches the
+    exact limit."""
+    from ltn.flow import _gradient_flow
+
+    legs = []
+    compiled_flow = _gradient_flow._compiled_flow
+
+    def recording(*static):  # (network, loss, method, checkpoints, reparametrize, brief)
+        legs.append((static[2], static[-1]))
+        return compiled_flow(*static)
+
+    recording.cache_clear = compiled_flow.cache_clear  # for the fixture's teardown
+    monkeypatch.setattr(_gradient_flow, "_compiled_flow", recording)
     held = NET.init(jax.random.PRNGKey(0), scale=30.0, kind="theorem")
     assert probe_product(NET, held, REG.X, REG.y) >= STIFF_PRODUCT  # measured 3.7
     limit = ltn.predict(NET, REG.X, REG.y, "squared", init=held).beta
+    legs.clear()
     result = ltn.gradient_flow(NET, held, REG.X, REG.y)
+    assert legs == [("tsit5", True), ("kvaerno5", False)]  # (method, brief) of each leg
     assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
     # measured 2001 steps: the first implicit step leaves the explicit step noise behind and is certified
     assert EXPLICIT_PROBE_STEPS < int(result.stats.steps) < 2 * EXPLICIT_PROBE_STEPS
@@ -127,6 +141,18 @@ def test_auto_switches_where_stiffness_holds_the_explicit_step(linear_solver):
     # one path: the probe's checkpoints, then the implicit leg's, times increasing
     times = np.asarray(result.trajectory.checkpoints.time)[result.trajectory.reached]
     assert np.all(np.diff(times) > 0) and times[-1] <= float(result.final.time)
+
+
+def test_a_brief_first_round_is_kept_to_small_work():
+    """`auto` compiles its first round as a brief program (fast to compile, slow to run) for small problems only;
+    not for a batch whose round would run long: many regression runs in lockstep, or vmapped classification runs
+    (whose O0 code is slower still)."""
+    from ltn.flow._gradient_flow import _brief_first_round
+
+    assert _brief_first_round(NET, REG.X, 1, "regression") and _brief_first_round(CLS_NET, CLS.X, 8, "classification")
+    assert not _brief_first_round(NET, REG.X, 512, "regression")
+    assert not _brief_first_round(CLS_NET, CLS.X, 64, "classification")
+    assert _brief_first_round(CLS_NET, CLS.X, 64, "regression")  # the lockstep loop runs O0 code faster
 
 
 def test_auto_tests_for_stiffness_along_the_path(linear_solver, monkeypatch):

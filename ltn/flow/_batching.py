@@ -56,7 +56,7 @@ def as_batch(net: Network, params, X):
     return tuple(jnp.asarray(p) for p in net.check_batch(params, "params0", X=X)), True
 
 
-@jit
+@jit(brief=True)
 def first_run(batch):
     """The first run of a batched result (one compiled call instead of an indexing op per leaf)."""
     return jax.tree_util.tree_map(lambda leaf: leaf[0], batch)

@@ -202,4 +202,4 @@ def init_batch(net: Network, runs: list["RunSpec"]):
 
 @functools.lru_cache(maxsize=64)
 def _gaussian_init(net: Network):
-    return jit(lambda seed, scale: net.init(jax.random.PRNGKey(seed), scale=scale, kind="gaussian"))
+    return jit(lambda seed, scale: net.init(jax.random.PRNGKey(seed), scale=scale, kind="gaussian"), brief=True)

@@ -187,7 +187,7 @@ def margin_ratio(features: np.ndarray, y: np.ndarray, point: np.ndarray, optimum
     return normalized_margin(features, y, point, q) / normalized_margin(features, y, optimum, q)
 
 
-@jit(static_argnums=0)
+@jit(static_argnums=0, brief=True)
 def _unit_margins_directions(net: Network, params, X: Float[Array, "n d"], y: Float[Array, " n"]):
     """`||params||`, the unit point `u`, the margins `y_i f(x_i; u)` and the rows `y_i grad_theta f(x_i; u)` of
     every point, in one compiled call per network and data shape (eager, these were some thirty small programs
@@ -266,7 +266,7 @@ def _unit(vector) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-@jit(static_argnums=0)
+@jit(static_argnums=0, brief=True)
 def _kkt_system(net: Network, z, template, mask, X, y):
     """The KKT system of the parameter-space max-margin problem as `F(z)` and its Jacobian, `z = (theta, nu)`:
     `theta - sum_i mask_i nu_i y_i grad f(x_i; theta) = 0`, `y_i f(x_i; theta) = 1` on the active set
@@ -285,7 +285,7 @@ def _kkt_system(net: Network, z, template, mask, X, y):
     return system(z), jax.jacfwd(system)(z)
 
 
-@jit(static_argnums=(0, 4))
+@jit(static_argnums=(0, 4), brief=True)
 def _log_loss_gradient(net: Network, params, X, y, loss: str):
     return jax.grad(lambda p: log_risk(net.apply(p, X), y, loss))(params)
 
@@ -417,7 +417,7 @@ def _nearest_on_subsets(net: Network, params, start, rows, target, candidates, X
     return (None if best is None else best[1]), nearest
 
 
-@jit(static_argnums=0)
+@jit(static_argnums=0, brief=True)
 def _margin_constraints(net: Network, flat, template, X, y):
     """`y_i f(x_i; theta) - 1` and its Jacobian in the flat parameters, one compiled program per network and data
     shape (SLSQP calls it at every iterate)."""

@@ -73,13 +73,13 @@ def _values_at_init(etas0: Float[Array, "L m"]) -> CurveValues:
     return CurveValues(rho, dphi, jnp.zeros_like(rho), jnp.ones(rho.shape, bool))
 
 
-@jit(static_argnames=("curve_kind", "max_steps"))
+@jit(static_argnames=("curve_kind", "max_steps"), brief=True)
 def _solve_dual(Z: Float[Array, "n m"], y: Float[Array, " n"], etas0: Float[Array, "L m"], curve_kind: str,
                 rtol: float, max_steps: int):
     return _dual_newton(Z, y, etas0, curve_kind, rtol, max_steps)
 
 
-@jit(static_argnames=("curve_kind", "max_steps"))
+@jit(static_argnames=("curve_kind", "max_steps"), brief=True)
 def _solve_dual_batch(Z: Float[Array, "n m"], y: Float[Array, " n"], etas0: Float[Array, "batch L m"],
                       curve_kind: str, rtol: float, max_steps: int):
     return jax.vmap(lambda e: _dual_newton(Z, y, e, curve_kind, rtol, max_steps))(etas0)
@@ -180,7 +180,7 @@ def odeco_regression_limit(net: Network, X: Float[Array, "n d"], y: Float[Array,
     return RegressionSolution(beta, rho, lam, residual, steps, status)
 
 
-_batched_layer_coordinates = jit(jax.vmap(layer_coordinates, in_axes=(None, 0)))
+_batched_layer_coordinates = jit(jax.vmap(layer_coordinates, in_axes=(None, 0)), brief=True)
 
 
 def odeco_regression_limits(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], inits,
@@ -221,7 +221,7 @@ def _compiled_lazy_limits(net: Network):
         beta0, beta_step = jax.jvp(net.beta, (params,), (step,))
         return beta0 + beta_step, gram
 
-    return jit(jax.vmap(lazy, in_axes=(0, None, None)))
+    return jit(jax.vmap(lazy, in_axes=(0, None, None)), brief=True)
 
 
 def lazy_limits(net: Network, X: Float[Array, "n d"], y: Float[Array, " n"], inits

@@ -34,21 +34,24 @@ _BRIEF_LEVEL = 0  # the LLVM pipeline of a brief program
 def compiler_options(brief: bool = False) -> dict | None:
     """The XLA options of ltn's programs in this process: `_CPU_OPTIONS` (at LLVM's O0 for a `brief` program) on
     CPU where this XLA accepts them (a version without the option rejects it), else None (XLA's defaults)."""
-    return _checked_options(bool(brief))
+    options = _checked_options()
+    if options is None or not brief:
+        return options
+    return {**options, "xla_backend_optimization_level": _BRIEF_LEVEL}
 
 
-@functools.lru_cache(maxsize=2)
-def _checked_options(brief: bool) -> dict | None:
+@functools.lru_cache(maxsize=1)
+def _checked_options() -> dict | None:
+    """`_CPU_OPTIONS` where this XLA accepts them (one small compile per process), else None."""
     import jax
 
     if jax.default_backend() != "cpu":
         return None
-    options = {**_CPU_OPTIONS, "xla_backend_optimization_level": _BRIEF_LEVEL} if brief else dict(_CPU_OPTIONS)
     try:
-        jax.jit(lambda x: x + 1, compiler_options=options).lower(0.0).compile()
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(0.0).compile()
     except Exception:  # noqa: BLE001 - JAX or XLA without the option: its defaults
         return None
-    return options
+    return dict(_CPU_OPTIONS)
 
 
 def jit(fun: Callable | None = None, *, brief: bool = False, **kwargs) -> "_Jit":

@@ -34,7 +34,7 @@ from _common import machine, markdown_table  # noqa: E402
 
 from ltn._compile import compiler_options  # noqa: E402
 from ltn.flow._batching import as_batch  # noqa: E402
-from ltn.flow._gradient_flow import _brief_first_round, _compiled_flow, round_work  # noqa: E402
+from ltn.flow._gradient_flow import _brief_first_round, _compiled_flow, _origin, round_work  # noqa: E402
 from ltn.flow._options import flow_options  # noqa: E402
 from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS, implicit_for_auto  # noqa: E402
 from ltn.losses import task_of  # noqa: E402
@@ -65,9 +65,9 @@ def _program(case: reach.Case, solver: str, batch: int = 1):
     params0, _ = as_batch(case.net, case.params0, jnp.asarray(case.X))
     scales = 1 + 0.01 * jnp.arange(batch)
     params0 = tuple(jnp.repeat(leaf, batch, axis=0) * scales.reshape(-1, *[1] * (leaf.ndim - 1)) for leaf in params0)
+    X, y = jnp.asarray(case.X), jnp.asarray(case.y)
     solve = _compiled_flow(case.net, case.loss, solver, opts.checkpoints, opts.reparametrize).__wrapped__
-    return solve, (params0, params0, jnp.zeros(batch), jnp.ones(batch, bool), jnp.asarray(case.X),
-                   jnp.asarray(case.y), opts)
+    return solve, (*_origin(case.net, case.loss, opts, params0, X, y), jnp.ones(batch, bool), X, y, opts)
 
 
 def _compile_s(case: reach.Case, solver: str, side: str, batch: int = 1) -> float:
@@ -115,7 +115,7 @@ def compare(quick: bool = False) -> str:
                     runs[side].append(_timed_run(compiled[side], args))
             best = {side: min(runs[side], key=lambda pair: pair[0]) for side in SIDES}
             medians = {side: statistics.median(compile_s[side]) for side in SIDES}
-            beta = {side: np.asarray(best[side][1].beta) for side in SIDES}
+            beta = {side: np.asarray(jax.vmap(case.net.beta)(best[side][1].params)) for side in SIDES}
             scale = np.max(np.abs(beta["defaults"]))
             rows.append([case.name, solver, *(f"{medians[side]:.2f}" for side in SIDES),
                          f"{medians['defaults'] / medians['ltn']:.2f}x", *(f"{best[side][0]:.3f}" for side in SIDES),

@@ -74,12 +74,13 @@ def test_compile_options_harness_compiles_a_program_in_a_child(quick_cases):
     solve, args = compile_options._program(quick_cases[0], "tsit5")
     compiled, seconds = compile_options._compiled(solve, args, compile_options.compiler_options())
     leg = compiled(*args)
-    assert seconds > 0 and int(leg.steps[0]) > 0 and np.all(np.isfinite(np.asarray(leg.beta)))
+    assert seconds > 0 and int(leg.steps[0]) > 0 and all(np.all(np.isfinite(layer)) for layer in leg.params)
     # --brief: the probe of a batch, compiled as a brief program in a child
     assert compile_options._compile_s(quick_cases[0], "tsit5", "brief", batch=2) > 0
     solve, args = compile_options._program(quick_cases[0], "tsit5", batch=2)
     both = compile_options._compiled(solve, args, compile_options.TIERS["brief"]())[0](*args)
     # Run 1 of the batch is the run above: the same steps, and a point as close as rounding lets two step-size
-    # sequences stay over 2000 steps (measured 6e-8 relative).
+    # sequences stay over 2000 steps (measured 1.4e-8 relative, entrywise in the parameters).
     assert int(both.steps[0]) == int(leg.steps[0])
-    np.testing.assert_allclose(np.asarray(both.beta[0]), np.asarray(leg.beta[0]), rtol=1e-6)
+    for layer, alone in zip(both.params, leg.params):
+        np.testing.assert_allclose(np.asarray(layer[0]), np.asarray(alone[0]), rtol=1e-6)

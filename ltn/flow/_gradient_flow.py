@@ -30,7 +30,7 @@ from ..losses import task_of
 from ..networks import Network
 from ._batching import BATCH_AXIS, as_batch, check_problem_arrays, over_runs
 from ._certificate import UNDECIDED, gradient_small, regression_verdict, tries_every
-from ._lockstep import NONFINITE_FIELD, STEP_BUDGET, STEP_UNDERFLOW, lockstep_solve
+from ._lockstep import NONFINITE_FIELD, RUNNING, STEP_BUDGET, STEP_UNDERFLOW, lockstep_solve
 from ._objective import Checkpoint, Objective, tree_nonfinite, tree_norm
 from ._options import FlowOptions, flow_options
 from ._result import CONVERGED, SOLVER_NAMES, FlowResult, Stats, Trajectory, final_status
@@ -45,7 +45,7 @@ _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
 # Classification paths are recorded where -log L first reaches 10^(k/10), k = 0..120, as well as on the time grid:
 # the late phase, where directions converge at a rate in -log L, is seen at an even density.
 LOG_LOSS_LEVELS = -(10.0 ** (np.arange(121) / 10))
-TRACE_COUNT = {"flow": 0}  # incremented at trace time; tests use it to prove one compile per batch
+TRACE_COUNT = {"flow": 0, "ends": 0}  # incremented at trace time; tests use them to count compiles
 # `auto`'s first explicit round is compiled as a brief program (LLVM O0, `ltn._compile.jit`) where its work is
 # small: batch x max(samples x parameters, RUN_STEP_FLOOR) (the cost of a step, in proportion: a run's step costs
 # a floor of loop overhead however small the problem) at most BRIEF_ROUND_WORK, or a tenth of that where a batch's
@@ -54,12 +54,49 @@ TRACE_COUNT = {"flow": 0}  # incremented at trace time; tests use it to prove on
 BRIEF_ROUND_WORK, RUN_STEP_FLOOR = 200_000, 1000
 
 
+class Start(eqx.Module):
+    """Where a leg starts, per run: the parameters and time, their checkpoint summaries, and the certificate's
+    decision there (`UNDECIDED` for a run that goes on)."""
+
+    params: tuple
+    t: Float[Array, " batch"]
+    record: Checkpoint
+    decided: Int[Array, " batch"]
+
+
+class Ends(eqx.Module):
+    """The summaries of a batch of runs at points of their paths: checkpoint, predictor, the certificate's
+    decision, the status of a run stopped there with a given stop code, and the time scale on which a run
+    starting there first moves (`natural_time`, `||theta|| / ||d theta/dt||`)."""
+
+    final: Checkpoint
+    beta: Float[Array, "batch d"]
+    decided: Int[Array, " batch"]
+    status: Int[Array, " batch"]
+    natural_time: Float[Array, " batch"]
+
+
+class _Stopped(eqx.Module):
+    """What a leg's program returns, per run: where it stopped and why (`stop`, the codes of `_lockstep`), its
+    records, step counts, gradient evaluations and the controller's next step."""
+
+    params: tuple
+    t: Float[Array, " batch"]
+    records: Checkpoint
+    level_records: Checkpoint
+    stop: Int[Array, " batch"]
+    steps: Int[Array, " batch"]
+    accepted: Int[Array, " batch"]
+    grad_evals: Int[Array, " batch"]
+    recent_step: Float[Array, " batch"]
+
+
 class Leg(eqx.Module):
     """Where one leg of a batch of runs ended: per run, the parameters, their predictor and the time, the records
     of the checkpoints this leg passed (`inf` elsewhere: `records` at the times of the grid, `level_records` where
-    -log L first reached each of LOG_LOSS_LEVELS, classification only), the summaries at the end, its status, its
-    work, whether it stopped on its step budget (`out_of_steps`, so another leg may go on) and the controller's
-    next step (`recent_step`)."""
+    -log L first reached each of LOG_LOSS_LEVELS, classification only), the summaries at the end, the
+    certificate's decision there and its status, its work, whether it stopped on its step budget (`out_of_steps`,
+    so another leg may go on) and the controller's next step (`recent_step`)."""
 
     params: tuple
     beta: Float[Array, "batch d"]
@@ -67,6 +104,7 @@ class Leg(eqx.Module):
     records: Checkpoint
     level_records: Checkpoint
     final: Checkpoint
+    decided: Int[Array, " batch"]
     status: Int[Array, " batch"]
     steps: Int[Array, " batch"]
     accepted: Int[Array, " batch"]
@@ -74,6 +112,10 @@ class Leg(eqx.Module):
     solver: Int[Array, " batch"]
     out_of_steps: Bool[Array, " batch"]
     recent_step: Float[Array, " batch"]
+
+    def start(self) -> Start:
+        """The `Start` of a leg that goes on from here."""
+        return Start(params=self.params, t=self.t, record=self.final, decided=self.decided)
 
 
 def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options) -> FlowResult:
@@ -107,27 +149,32 @@ def gradient_flow(net: Network, params0, X, y, loss: str = "squared", **options)
     X, y = check_problem_arrays(net, X, y, task)
     params0, batched = as_batch(net, params0, X)
     opts = flow_options(options).with_default_target(task)
+    natural, start = _origin(net, loss, opts, params0, X, y)
     if opts.solver == "auto":
-        leg = _solve_auto(net, loss, opts, params0, X, y)
+        leg = _solve_auto(net, loss, opts, natural, start, X, y)
     else:
-        leg = _leg(net, loss, opts, params0, X, y)
+        leg = _leg(net, loss, opts, natural, start, X, y)
     return _assembled(leg, net.depth, task == "classification" and opts.reparametrize, batched)
 
 
-def _leg(net: Network, loss: str, opts: FlowOptions, params0, X, y, start=None, t0=None, active=None,
+def _leg(net: Network, loss: str, opts: FlowOptions, natural, start: Start, X, y, active=None,
          brief: bool = False) -> Leg:
-    """One leg for the whole batch: from `params0` at time 0, or from `start` at `t0` for the `active` runs (the
-    checkpoint grid is always that of `params0`, so legs fill one trajectory), compiled as a `brief` program or
-    for speed."""
-    batch = params0[0].shape[0]
-    start = params0 if start is None else start
-    t0 = jnp.zeros(batch) if t0 is None else t0
-    active = jnp.ones(batch, bool) if active is None else active
-    static = (opts.solver, opts.checkpoints, opts.reparametrize, brief)
-    return _compiled_flow(net, loss, *static)(params0, start, t0, active, X, y, opts)
+    """One leg for the whole batch from `start`, for the `active` runs (the time grid is always that of the solve's
+    origin, set by `natural`, so legs fill one trajectory), compiled as a `brief` program or for speed."""
+    batch = start.t.shape[0]
+    active = np.ones(batch, bool) if active is None else active
+    program = _compiled_flow(net, loss, opts.solver, opts.checkpoints, opts.reparametrize, brief)
+    # On the host: what is left is a selection over small arrays, cheaper than compiling it.
+    stopped = jax.tree_util.tree_map(np.asarray, program(natural, start, active, X, y, opts))
+    ends = _ends(net, loss, opts, stopped.params, stopped.t, stopped.stop, X, y)
+    return Leg(params=stopped.params, beta=ends.beta, t=stopped.t, records=stopped.records,
+               level_records=stopped.level_records, final=ends.final, decided=ends.decided, status=ends.status,
+               steps=stopped.steps, accepted=stopped.accepted, grad_evals=stopped.grad_evals,
+               solver=np.full(batch, SOLVER_NAMES.index(opts.solver)), out_of_steps=stopped.stop == STEP_BUDGET,
+               recent_step=stopped.recent_step)
 
 
-def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Leg:
+def _solve_auto(net: Network, loss: str, opts: FlowOptions, natural, start: Start, X, y) -> Leg:
     """`solver="auto"`: Tsit5 in rounds of EXPLICIT_PROBE_STEPS steps; after each round, a run still going whose
     steps are held at the explicit stability bound (`step_times_curvature`) continues with the implicit solver for
     the rest of `max_steps`, the others with another round: the test follows the path, where stiffness may set in
@@ -137,12 +184,11 @@ def _solve_auto(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> Le
     def continued(leg: Leg, solver: str, max_steps: int, members) -> Leg:
         """`leg` with its `members` run on from where they stopped."""
         more = dataclasses.replace(opts, solver=solver, max_steps=max_steps)
-        return _joined(leg, _leg(net, loss, more, params0, X, y, start=leg.params, t0=leg.t,
-                                 active=jnp.asarray(members)), members)
+        return _joined(leg, _leg(net, loss, more, natural, leg.start(), X, y, active=members), members)
 
     rounds = min(opts.max_steps, EXPLICIT_PROBE_STEPS)
-    leg = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=rounds), params0, X, y,
-               brief=_brief_first_round(net, X, params0[0].shape[0], task_of(loss)))
+    leg = _leg(net, loss, dataclasses.replace(opts, solver="tsit5", max_steps=rounds), natural, start, X, y,
+               brief=_brief_first_round(net, X, start.t.shape[0], task_of(loss)))
     left = opts.max_steps - rounds
     explicit = np.array(leg.out_of_steps)  # a writable copy: narrowed in place below
     spared = np.zeros_like(explicit)
@@ -208,84 +254,127 @@ def _joined(first: Leg, second: Leg, continued) -> Leg:
     uncounted = (first.grad_evals < 0) | (second.grad_evals < 0)
     merged = Leg(params=second.params, beta=second.beta, t=second.t, records=filled(first.records, second.records),
                  level_records=filled(first.level_records, second.level_records), final=second.final,
-                 status=second.status,
+                 decided=second.decided, status=second.status,
                  steps=first.steps + second.steps, accepted=first.accepted + second.accepted,
                  grad_evals=np.where(uncounted, -1, first.grad_evals + second.grad_evals), solver=second.solver,
                  out_of_steps=second.out_of_steps, recent_step=second.recent_step)
     return jax.tree_util.tree_map(pick, first, merged)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Path:
+    """The path a (network, loss) pair follows and what is judged along it, shared by the legs' programs and the
+    summaries at their ends: the vector field (regression: `-grad L`; classification: the rescaled field where
+    `reparametrize`), the checkpoint summaries and the certificate's decision at a point."""
+
+    net: Network
+    loss: str
+    reparametrize: bool
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.net, self.loss)
+
+    @property
+    def regression(self) -> bool:
+        return self.objective.task == "regression"
+
+    @property
+    def rescaled(self) -> bool:
+        return self.reparametrize and not self.regression
+
+    def velocity(self, params, X, y):
+        return self.objective.velocity(params, X, y, self.rescaled)
+
+    def checkpoint(self, t, params, X, y) -> Checkpoint:
+        value_and_grad = self.objective.value_and_grad(params, X, y)
+        scale = self.objective.velocity_scale(params, value_and_grad[0], self.rescaled)
+        return self.objective.checkpoint(t, params, X, y, scale, value_and_grad)
+
+    def verdict(self, params, velocity, X, y, opts: FlowOptions, **gating):
+        return regression_verdict(self.net, params, velocity, X, y, opts.residual_tol, opts.xtol, **gating)
+
+    def decided(self, params, velocity, X, y, opts: FlowOptions, axis_name: str | None = None):
+        """The status the certificate gives `params` (`UNDECIDED` if none): regression's verdict (`axis_name`:
+        `regression_verdict`'s), or classification's target, judged on the point itself (the crossing is located
+        to the spacing of float64 times, where log L itself carries a round-off of ~|log L| eps)."""
+        if self.regression:
+            return self.verdict(params, velocity, X, y, opts, axis_name=axis_name)
+        slack = 1e-9 * jnp.abs(opts.target_log_loss)
+        reached = ((self.objective.log_loss(params, X, y) <= opts.target_log_loss + slack)
+                   | (tree_norm(params) >= opts.target_norm * (1 - 1e-9)))
+        return jnp.where(reached, CONVERGED, UNDECIDED)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_ends(net: Network, loss: str, reparametrize: bool):
+    """The summaries at given points of a batch (`Ends`), as one brief program per (network, loss) that every leg
+    and method shares: at the start of a solve and at the end of each leg. The certificate and the summaries are
+    the largest parts of a leg's program after its method; kept out of the legs, they are compiled once instead of
+    three and four times in each leg (benchmarks/RESULTS.md, Reach)."""
+    path = _Path(net, loss, reparametrize)
+
+    def ends(params, t, stop, X, y, opts: FlowOptions, axis_name):
+        TRACE_COUNT["ends"] += 1
+        velocity = path.velocity(params, X, y)
+        final = path.checkpoint(t, params, X, y)
+        decided = path.decided(params, velocity, X, y, opts, axis_name)
+        # log L = -inf is a regression run that interpolates exactly, not a failure.
+        broken = ((stop == NONFINITE_FIELD) | tree_nonfinite((params, velocity)) | jnp.isnan(final.log_loss)
+                  | (final.log_loss == jnp.inf))
+        natural = tree_norm(params) / jnp.maximum(tree_norm(velocity), 1e-300)
+        return Ends(final=final, beta=net.beta(params), decided=decided,
+                    status=final_status(broken, decided, stop == STEP_UNDERFLOW),
+                    natural_time=jnp.where(jnp.isfinite(natural) & (natural > 0), natural, 1.0))
+
+    return cached_program(over_runs(ends, (0, 0, 0, None, None, None)), "flow.ends", net, loss, reparametrize,
+                          brief=True)
+
+
+def _ends(net: Network, loss: str, opts: FlowOptions, params, t, stop, X, y) -> Ends:
+    """`Ends` at `(t, params)` of runs stopped with `stop`, by the program that every method shares (the options'
+    method, static in the options, is left out of its key)."""
+    judged = dataclasses.replace(opts, solver="auto")
+    return _compiled_ends(net, loss, opts.reparametrize)(params, t, stop, X, y, judged)
+
+
+def _origin(net: Network, loss: str, opts: FlowOptions, params0, X, y) -> tuple[np.ndarray, Start]:
+    """The start of a solve from `params0` at time 0: the runs' natural time scales (which set their time grids
+    and budgets) and the `Start` of the first leg."""
+    batch = params0[0].shape[0]
+    zeros = np.zeros(batch)
+    at_start = _ends(net, loss, opts, params0, zeros, np.full(batch, RUNNING), X, y)
+    return at_start.natural_time, Start(params=params0, t=zeros, record=at_start.final, decided=at_start.decided)
+
+
 @functools.lru_cache(maxsize=64)
 def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, reparametrize: bool,
                    brief: bool = False):
     """The compiled leg of one (network, loss, method, grid) combination, as a `brief` program or compiled for
-    speed; tolerances, budgets and targets are run-time values of `FlowOptions`."""
-    objective = Objective(net, loss)
-    regression = objective.task == "regression"
-    depth = net.depth
-    reparam = (not regression) and reparametrize
+    speed; tolerances, budgets and targets are run-time values of `FlowOptions`. The program maps
+    `(natural_time, start: Start, active, X, y, opts)` to `_Stopped`."""
+    path = _Path(net, loss, reparametrize)
+    objective, regression, depth = path.objective, path.regression, net.depth
     flow_solver = make_solver(solver_name, net.num_params)
     levels = jnp.zeros(0) if regression else jnp.asarray(LOG_LOSS_LEVELS)
-    solver_code = SOLVER_NAMES.index(solver_name)
 
-    def vector_field(t, params, args):
-        return objective.velocity(params, *args[:2], reparam)
-
-    def checkpoint(t, params, args):
-        X, y = args[:2]
-        value_and_grad = objective.value_and_grad(params, X, y)
-        scale = objective.velocity_scale(params, value_and_grad[0], reparam)
-        return objective.checkpoint(t, params, X, y, scale, value_and_grad)
-
-    def broken(params, velocity):
-        return tree_nonfinite((params, velocity))
-
-    def verdict(params, velocity, X, y, opts: FlowOptions, **gating):
-        return regression_verdict(net, params, velocity, X, y, opts.residual_tol, opts.xtol, **gating)
-
-    def target_reached(log_loss, param_norm, opts: FlowOptions):
-        """Classification: judged on the point itself (the crossing is located to the spacing of float64 times,
-        where log L itself carries a round-off of ~|log L| eps)."""
-        slack = 1e-9 * jnp.abs(opts.target_log_loss)
-        return (log_loss <= opts.target_log_loss + slack) | (param_norm >= opts.target_norm * (1 - 1e-9))
-
-    def natural_time(params, velocity):
-        """||theta|| / ||d theta/dt|| at the start: the time scale on which the run first moves."""
-        time = tree_norm(params) / jnp.maximum(tree_norm(velocity), 1e-300)
-        return jnp.where(jnp.isfinite(time) & (time > 0), time, 1.0)
-
-    def time_grid(params0, args, opts: FlowOptions):
-        """The time budget and the geometric checkpoint times of one run (set by its initialisation)."""
-        natural = natural_time(params0, vector_field(0.0, params0, args))
+    def time_grid(natural, opts: FlowOptions):
+        """The time budget and the geometric checkpoint times of one run (set by its initialisation's time scale
+        `natural`)."""
         t_max = jnp.where(jnp.isnan(opts.t_max), (1e12 if regression else 1e5) * natural, opts.t_max)
         t_first = jnp.minimum(1e-3 * natural, t_max / 10)
         grid = jnp.minimum(jnp.geomspace(t_first, t_max, checkpoints - 1), t_max)  # geomspace may round up
         return t_max, jnp.concatenate([jnp.zeros(1), grid])
 
-    def leg(params, t, records, level_records, status, steps, accepted, work, out_of_steps, recent_step, args):
-        final = checkpoint(t, params, args)
-        return Leg(params=params, beta=net.beta(params), t=t, records=records, level_records=level_records,
-                   final=final, status=status,
-                   steps=steps, accepted=accepted,
-                   grad_evals=jnp.asarray(flow_solver.grad_evals(steps, work)),
-                   solver=jnp.full_like(steps, solver_code),
-                   out_of_steps=out_of_steps, recent_step=recent_step)
-
-    def is_broken_end(params, velocity, final: Checkpoint):
-        # log L = -inf is a regression run that interpolates exactly, not a failure.
-        return broken(params, velocity) | jnp.isnan(final.log_loss) | (final.log_loss == jnp.inf)
-
-    def solve_lockstep(params0, start, t0, active, X, y, opts: FlowOptions):
+    def solve_lockstep(natural, start: Start, active, X, y, opts: FlowOptions):
         """Regression with an explicit pair: the whole batch in one loop, each run with its own steps."""
-        args = (X, y, opts)
         data_scale = jnp.linalg.norm(X, 2) * jnp.linalg.norm(y)
-        _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf: leaf[0], params0))
+        _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf: leaf[0], start.params))
         flatten = jax.vmap(lambda p: ravel_pytree(p)[0])
-        unflatten = jax.vmap(unravel)
-        field = jax.vmap(lambda v: ravel_pytree(vector_field(0.0, unravel(v), args))[0])
+        field = jax.vmap(lambda v: ravel_pytree(path.velocity(unravel(v), X, y))[0])
         # The certificate of a batch: the costly part of the test runs once for all runs that need it.
-        verdicts = jax.vmap(lambda v, f, wanted: verdict(unravel(v), f, X, y, opts, try_settled=wanted,
-                                                         axis_name=BATCH_AXIS), axis_name=BATCH_AXIS)
+        verdicts = jax.vmap(lambda v, f, wanted: path.verdict(unravel(v), f, X, y, opts, try_settled=wanted,
+                                                              axis_name=BATCH_AXIS), axis_name=BATCH_AXIS)
 
         def stationary(Y, F):  # tested at every accepted point for free (FSAL): a zero field never moves again
             return jnp.all(F == 0, axis=1)
@@ -296,39 +385,26 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         def hint(Y, F):  # F = -grad L
             return jax.vmap(lambda v, f: gradient_small(v, f, opts.gtol, data_scale, depth))(Y, F)
 
-        t_max, save_ts = jax.vmap(lambda p: time_grid(p, args, opts))(params0)
-        end = lockstep_solve(field, stationary, lambda t, v: checkpoint(t, unravel(v), args), flatten(start),
-                             solver=flow_solver.method(), rtol=opts.rtol, atol=opts.atol, t_max=t_max, save_ts=save_ts,
-                             max_steps=opts.max_steps, settled=settled, settle_every=tries_every(X.shape[0]),
-                             hint=hint, t0=t0, active=active)
-        params = unflatten(end.y)
-        no_levels = jax.tree_util.tree_map(lambda leaf: leaf[:, :0], end.records)
-        legs = jax.vmap(leg, in_axes=(0, 0, 0, 0, None, 0, 0, None, 0, 0, None))(
-            params, end.t, end.records, no_levels, 0, end.steps, end.accepted, None, end.stop == STEP_BUDGET, end.h,
-            args)
-        is_broken = (end.stop == NONFINITE_FIELD) | jax.vmap(is_broken_end)(params, unflatten(end.f), legs.final)
-        status = final_status(is_broken, verdicts(end.y, end.f, jnp.ones(end.y.shape[0], bool)),
-                              end.stop == STEP_UNDERFLOW)
-        return dataclasses.replace(legs, status=status)
+        t_max, save_ts = jax.vmap(lambda n: time_grid(n, opts))(natural)
+        end = lockstep_solve(field, stationary, lambda t, v: path.checkpoint(t, unravel(v), X, y),
+                             flatten(start.params), solver=flow_solver.method(), rtol=opts.rtol, atol=opts.atol,
+                             t_max=t_max, save_ts=save_ts, max_steps=opts.max_steps, settled=settled,
+                             settle_every=tries_every(X.shape[0]), hint=hint, t0=start.t, active=active,
+                             start_records=start.record, settled_at_start=start.decided != UNDECIDED)
+        return _Stopped(params=jax.vmap(unravel)(end.y), t=end.t, records=end.records,
+                        level_records=jax.tree_util.tree_map(lambda leaf: leaf[:, :0], end.records), stop=end.stop,
+                        steps=end.steps, accepted=end.accepted,
+                        grad_evals=jnp.asarray(flow_solver.grad_evals(end.steps)), recent_step=end.h)
 
-    def decided(params, velocity, X, y, opts: FlowOptions):
-        """The status the certificate gives `params` (`UNDECIDED` if none): regression's verdict, or
-        classification's target."""
-        if regression:
-            return verdict(params, velocity, X, y, opts)
-        reached = target_reached(objective.log_loss(params, X, y), tree_norm(params), opts)
-        return jnp.where(reached, CONVERGED, UNDECIDED)
-
-    def solve_one(params0, start, t0, active, X, y, opts: FlowOptions, axis_name):
+    def solve_one(natural, start: Start, active, X, y, opts: FlowOptions, axis_name):
         """One run stepped by `stepped_solve`: classification (each run stops at its own target, located on the
         dense output, and is recorded at levels of -log L too) and implicit solvers. A run decided at the start (a
         target already met, a certified or stalled start) or not `active` ends there, with 0 steps. `axis_name`:
         the batch's, or None for a run solved alone (`over_runs`)."""
-        args = (X, y, opts)
-        t_max, ts = time_grid(params0, args, opts)
+        t_max, ts = time_grid(natural, opts)
 
         def field(t, params):
-            v = vector_field(t, params, args)
+            v = path.velocity(params, X, y)
             # A field that overflowed freezes the run where it is (reported nonfinite) instead of stalling the
             # solver.
             frozen = tree_nonfinite(v)
@@ -338,8 +414,9 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
             def settled(t, params, wanted):
                 # Under the batch's axis name the costly part of the certificate runs only where a run still
                 # going interpolates (a batched `lax.cond` would run it at every step of every run).
-                velocity = vector_field(t, params, args)
-                return verdict(params, velocity, X, y, opts, try_settled=wanted, axis_name=axis_name) != UNDECIDED
+                velocity = path.velocity(params, X, y)
+                return path.verdict(params, velocity, X, y, opts, try_settled=wanted,
+                                    axis_name=axis_name) != UNDECIDED
 
             def crossings(params):
                 return jnp.ones(1)
@@ -352,22 +429,20 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
                                   opts.target_norm - tree_norm(params)])
 
         stepper = flow_solver.stepper(opts.rtol, opts.atol, axis_name)
-        end = stepped_solve(field, start, t0, stepper=stepper, t_max=t_max,
-                            max_steps=opts.max_steps, record=lambda t, params: checkpoint(t, params, args), save_ts=ts,
-                            levels=levels, level_of=lambda params: objective.log_loss(params, X, y),
-                            crossings=crossings, settled=settled, active=active)
-        out = leg(end.y, end.t, end.records, end.level_records, 0, end.steps, end.accepted, end.work,
-                  end.stop == STEP_BUDGET, end.h, args)
-        final_velocity = vector_field(end.t, end.y, args)
-        status = final_status(is_broken_end(end.y, final_velocity, out.final),
-                              decided(end.y, final_velocity, X, y, opts), end.stop == STEP_UNDERFLOW)
-        return dataclasses.replace(out, status=status)
+        end = stepped_solve(field, start.params, start.t, stepper=stepper, t_max=t_max, max_steps=opts.max_steps,
+                            record=lambda t, params: path.checkpoint(t, params, X, y), save_ts=ts, levels=levels,
+                            level_of=lambda params: objective.log_loss(params, X, y), crossings=crossings,
+                            settled=settled, active=active, first_record=start.record,
+                            settled_at_start=start.decided != UNDECIDED)
+        return _Stopped(params=end.y, t=end.t, records=end.records, level_records=end.level_records, stop=end.stop,
+                        steps=end.steps, accepted=end.accepted,
+                        grad_evals=jnp.asarray(flow_solver.grad_evals(end.steps, end.work)), recent_step=end.h)
 
-    def solve(params0, start, t0, active, X, y, opts: FlowOptions):
+    def solve(natural, start: Start, active, X, y, opts: FlowOptions):
         TRACE_COUNT["flow"] += 1
         if regression and flow_solver.lockstep:
-            return solve_lockstep(params0, start, t0, active, X, y, opts)
-        return over_runs(solve_one, (0, 0, 0, 0, None, None, None))(params0, start, t0, active, X, y, opts)
+            return solve_lockstep(natural, start, active, X, y, opts)
+        return over_runs(solve_one, (0, 0, 0, None, None, None))(natural, start, active, X, y, opts)
 
     return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize, brief=brief)
 

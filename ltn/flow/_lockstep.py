@@ -72,6 +72,8 @@ def lockstep_solve(
     hint: Callable | None = None,
     t0: Float[Array, " batch"] | None = None,
     active: Array | None = None,
+    start_records=None,
+    settled_at_start: Array | None = None,
 ) -> Lockstep:
     """Integrate `dy/dt = field(y)` (batched: `field` maps `(batch, p) -> (batch, p)`) for every run until
     `finished(y, f)` (per run, at accepted points, `f = field(y)`), `t_max`, `max_steps` or a failure.
@@ -82,7 +84,9 @@ def lockstep_solve(
     and at accepted points every `settle_every` loop iterations, and at once where the cheap `hint(y, f)` holds.
     A run may start later than 0 (`t0`, continuing a run from where another method left it: the records of
     `save_ts <= t0` are left `inf` for the caller to fill) or not at all (`active` False: stopped as FINISHED,
-    nothing recorded). `Lockstep.h` is the controller's next step, which says whether stability holds it back."""
+    nothing recorded). `start_records` (`record` at the start) and `settled_at_start` (`settled` there), where the
+    caller has them already, spare the program a copy of either (each costs compile time). `Lockstep.h` is the
+    controller's next step, which says whether stability holds it back."""
     tableau = solver.tableau
     assert tableau.fsal, "lockstep_solve needs a first-same-as-last pair"
     error_order = solver.order(None) + 1
@@ -112,10 +116,12 @@ def lockstep_solve(
     if active is not None:
         stop = jnp.where(active, stop, FINISHED)
     done = finished(y0, f0)
-    if settled is not None:
+    if settled_at_start is not None:
+        done = done | settled_at_start
+    elif settled is not None:
         done = done | settled(y0, f0, stop == RUNNING)
     stop = jnp.where((stop == RUNNING) & done, FINISHED, stop)
-    first_records = jax.vmap(record)(t0, y0)
+    first_records = jax.vmap(record)(t0, y0) if start_records is None else start_records
     from_start = t0 == 0
     if active is not None:
         from_start = from_start & active

@@ -148,6 +148,8 @@ def stepped_solve(
     crossings: Callable,
     settled: Callable,
     active: Bool[Array, ""],
+    first_record,
+    settled_at_start: Bool[Array, ""],
 ) -> Stepped:
     """Integrate `dy/dt = field(t, y)` from `(t0, y0)` with `stepper` (`ControlledStep` or `BDF`: `start(field,
     t0, t_max, y0) -> (t_next, state, work)` and `attempt(field, t, t_next, y, state) -> Attempt`) until one of
@@ -158,21 +160,22 @@ def stepped_solve(
 
     `record(t, y)` is saved at each of `save_ts` (increasing, `save_ts[0] == 0`; those up to `t0` are left `inf`
     except the first on a run from 0) and where `level_of(y)` (decreasing along the path) first reaches each of
-    `levels` (decreasing; those reached at the start are left `inf`). A run not `active`, or one that starts
-    settled or crossed, ends at its start with 0 steps.
+    `levels` (decreasing; those reached at the start are left `inf`). `first_record` is `record(t0, y0)` and
+    `settled_at_start` the `settled` test there, both given by the caller, who has them from the previous leg or
+    from one program shared by every leg (a copy of each in every leg's program costs compile time). A run not
+    `active`, or one that starts settled or crossed, ends at its start with 0 steps.
     """
     t_next, stepper_state, start_work = stepper.start(field, t0, t_max, y0)
     t_next = jnp.minimum(t_next, t_max)  # for every stepper: the first step never passes the budget
 
-    done = ~active | settled(t0, y0, active) | jnp.any(crossings(y0) <= 0)
+    done = ~active | settled_at_start | jnp.any(crossings(y0) <= 0)
     stop = jnp.where(done, FINISHED, RUNNING)
-    first = record(t0, y0)
     slots, level_slots = save_ts.shape[0], levels.shape[0]
 
     def empty(size, keep_first):
         return jax.tree_util.tree_map(
             lambda leaf: jnp.full((size + 1, *leaf.shape), jnp.inf, leaf.dtype).at[0].set(
-                jnp.where(keep_first, leaf, jnp.inf)), first)
+                jnp.where(keep_first, leaf, jnp.inf)), first_record)
 
     # One spare slot at the end takes the writes of nothing to save (a scatter needs an index).
     records = empty(slots, active & (t0 == 0))
@@ -180,34 +183,38 @@ def stepped_solve(
     next_save = jnp.maximum(1, jnp.sum(save_ts <= t0))
     next_level = jnp.sum(level_of(y0) <= levels)
 
-    # A rejected attempt saves nothing (`keep` in the loops' tests): the records need no selection after them.
-    def save_at_times(s: _Loop, keep, t_end, at):
-        def due(c):
-            index = jnp.minimum(c[0], slots - 1)
-            return keep & (c[0] < slots) & (save_ts[index] <= t_end)
+    # A rejected attempt saves nothing (`keep` in the loop's test): the records need no selection after it.
+    def save_records(s: _Loop, keep, t_end, y_end, at):
+        """Save each requested time and each level passed in `(s.t, t_end]`, one per iteration: one copy of
+        `record` in the program serves both (each copy costs compile time)."""
+        level_end = level_of(y_end) if level_slots else None
+
+        def time_due(index):
+            return keep & (index < slots) & (save_ts[jnp.minimum(index, slots - 1)] <= t_end)
+
+        def level_due(index):
+            if not level_slots:
+                return jnp.asarray(False)
+            return keep & (index < level_slots) & (level_end <= levels[jnp.minimum(index, level_slots - 1)])
 
         def save(c):
-            index, records = c
-            ts = save_ts[index]
-            return index + 1, jax.tree_util.tree_map(lambda old, new: old.at[index].set(new), records,
-                                                     record(ts, at(ts)))
+            index, records, level_index, level_records = c
+            by_time = time_due(index)
+            ts = save_ts[jnp.minimum(index, slots - 1)]
+            if level_slots:
+                t_level = _first_at_or_below(lambda t: level_of(at(t)), s.t, t_end,
+                                             levels[jnp.minimum(level_index, level_slots - 1)], ~by_time)
+                ts = jnp.where(by_time, ts, t_level)
+            new = record(ts, at(ts))
 
-        return jax.lax.while_loop(due, save, (s.next_save, s.records))
+            def written(tree, slot):
+                return jax.tree_util.tree_map(lambda old, value: old.at[slot].set(value), tree, new)
 
-    def save_at_levels(s: _Loop, keep, t_end, y_end, at):
-        def due(c):
-            index = jnp.minimum(c[0], level_slots - 1)
-            return keep & (c[0] < level_slots) & (level_of(y_end) <= levels[index])
+            return (index + by_time, written(records, jnp.where(by_time, index, slots)), level_index + ~by_time,
+                    written(level_records, jnp.where(by_time, level_slots, level_index)))
 
-        def save(c):
-            index, records = c
-            ts = _first_at_or_below(lambda t: level_of(at(t)), s.t, t_end, levels[index])
-            return index + 1, jax.tree_util.tree_map(lambda old, new: old.at[index].set(new), records,
-                                                     record(ts, at(ts)))
-
-        if level_slots == 0:
-            return s.next_level, s.level_records
-        return jax.lax.while_loop(due, save, (s.next_level, s.level_records))
+        return jax.lax.while_loop(lambda c: time_due(c[0]) | level_due(c[2]), save,
+                                  (s.next_save, s.records, s.next_level, s.level_records))
 
     def step(s: _Loop) -> _Loop:
         attempt = stepper.attempt(field, s.t, s.t_next, s.y, s.stepper_state)
@@ -220,8 +227,7 @@ def stepped_solve(
         t_cross = _first_at_or_below(lambda t: jnp.min(crossings(at(t))), s.t, t1, 0.0, crossed)
         t_end = jnp.where(crossed, t_cross, t1)
         y_end = _where(crossed, at(t_cross), y1)
-        next_save, records = save_at_times(s, keep, t_end, at)
-        next_level, level_records = save_at_levels(s, keep, t_end, y_end, at)
+        next_save, records, next_level, level_records = save_records(s, keep, t_end, y_end, at)
 
         steps = s.steps + 1
         t = jnp.where(keep, t_end, s.t)

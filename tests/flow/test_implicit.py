@@ -11,7 +11,7 @@ from jax.flatten_util import ravel_pytree
 
 import ltn
 from ltn.data import separable_classification, sparse_regression
-from ltn.flow._gradient_flow import _leg
+from ltn.flow._gradient_flow import _leg, _origin
 from ltn.flow._objective import Objective
 from ltn.flow._options import FlowOptions
 from ltn.flow._stiffness import EXPLICIT_PROBE_STEPS, SPARING_STEPS, STIFF_PRODUCT, step_times_curvature
@@ -100,7 +100,8 @@ def test_implicit_batch_matches_single_runs():
 def probe_product(net, params0, X, y, loss="squared", max_steps=EXPLICIT_PROBE_STEPS, **options):
     """`h |lambda_max|` where `auto`'s explicit probe ends (h: the step its controller holds there)."""
     opts = FlowOptions(solver="tsit5", max_steps=max_steps, **options)
-    leg = _leg(net, loss, opts, jax.tree_util.tree_map(lambda leaf: leaf[None], params0), X, y)
+    batch = jax.tree_util.tree_map(lambda leaf: leaf[None], params0)
+    leg = _leg(net, loss, opts, *_origin(net, loss, opts, batch, X, y), X, y)
     assert bool(leg.out_of_steps[0])  # still going after the probe
     product = step_times_curvature(net, loss, opts.reparametrize)(leg.params, leg.recent_step, X, y)
     return float(product[0])
@@ -126,8 +127,12 @@ def test_auto_switches_where_stiffness_holds_the_explicit_step(linear_solver, mo
     assert probe_product(NET, held, REG.X, REG.y) >= STIFF_PRODUCT  # measured 3.7
     limit = ltn.predict(NET, REG.X, REG.y, "squared", init=held).beta
     legs.clear()
+    _gradient_flow._compiled_ends.cache_clear()
+    ends_traced = _gradient_flow.TRACE_COUNT["ends"]
     result = ltn.gradient_flow(NET, held, REG.X, REG.y)
     assert legs == [("tsit5", True), ("kvaerno5", False)]  # (method, brief) of each leg
+    # one program of summaries serves the start and both legs' ends, whatever their method
+    assert _gradient_flow.TRACE_COUNT["ends"] - ends_traced == 1
     assert result.status_name == "converged" and result.stats.solver_name == "kvaerno5"
     # measured 2001 steps: the first implicit step leaves the explicit step noise behind and is certified
     assert EXPLICIT_PROBE_STEPS < int(result.stats.steps) < 2 * EXPLICIT_PROBE_STEPS

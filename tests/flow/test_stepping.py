@@ -7,7 +7,7 @@ import numpy as np
 
 import ltn
 from ltn.data import separable_classification, sparse_regression
-from ltn.flow._gradient_flow import LOG_LOSS_LEVELS, _compiled_flow
+from ltn.flow._gradient_flow import LOG_LOSS_LEVELS, _compiled_ends, _compiled_flow, _origin
 from ltn.flow._options import FlowOptions
 
 CLS = separable_classification(seed=0, n=6, d=8, margin=0.2)
@@ -36,11 +36,15 @@ def test_classification_is_recorded_where_log_loss_crosses_each_level():
     assert np.all(np.diff(log_loss) < 0)
 
 
-def _lowered_text(net, loss, solver, X, y, params0):
+def _lowered_texts(net, loss, solver, X, y, params0):
+    """The leg's program and the summaries' program at its ends, lowered."""
     batch = jax.tree_util.tree_map(lambda leaf: leaf[None], params0)
     opts = FlowOptions(solver=solver).with_default_target("regression" if loss == "squared" else "classification")
+    natural, start = _origin(net, loss, opts, batch, X, y)
     solve = _compiled_flow(net, loss, solver, opts.checkpoints, opts.reparametrize).__wrapped__  # before jit
-    return jax.jit(solve).lower(batch, batch, jnp.zeros(1), jnp.ones(1, bool), X, y, opts).as_text()
+    ends = _compiled_ends(net, loss, opts.reparametrize).__wrapped__
+    return (jax.jit(solve).lower(natural, start, jnp.ones(1, bool), X, y, opts).as_text(),
+            jax.jit(ends).lower(batch, jnp.zeros(1), jnp.zeros(1, int), X, y, opts).as_text())
 
 
 def test_flow_programs_call_no_host_callback():
@@ -52,6 +56,7 @@ def test_flow_programs_call_no_host_callback():
     for loss, solver, X, y in (("squared", "tsit5", reg.X, reg.y), ("squared", "kvaerno5", reg.X, reg.y),
                                ("exponential", "tsit5", CLS.X[:, :6], CLS.y),
                                ("exponential", "kvaerno5", CLS.X[:, :6], CLS.y)):
-        assert "callback" not in _lowered_text(net, loss, solver, X, y, params), (loss, solver)
+        for text in _lowered_texts(net, loss, solver, X, y, params):
+            assert "callback" not in text, (loss, solver)
     with_callback = jax.jit(lambda x: jax.pure_callback(np.sin, jax.ShapeDtypeStruct((), x.dtype), x))
     assert "callback" in with_callback.lower(jnp.ones(())).as_text()

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from .._cache import cached_program
 from ..losses import task_of
@@ -91,27 +91,22 @@ class _Stopped(eqx.Module):
     recent_step: Float[Array, " batch"]
 
 
-class Leg(eqx.Module):
-    """Where one leg of a batch of runs ended: per run, the parameters, their predictor and the time, the records
-    of the checkpoints this leg passed (`inf` elsewhere: `records` at the times of the grid, `level_records` where
-    -log L first reached each of LOG_LOSS_LEVELS, classification only), the summaries at the end, the
-    certificate's decision there and its status, its work, whether it stopped on its step budget (`out_of_steps`,
-    so another leg may go on) and the controller's next step (`recent_step`)."""
+class Leg(_Stopped):
+    """Where one leg of a batch of runs ended: what its program returned (`records` at the times of the grid and
+    `level_records` where -log L first reached each of LOG_LOSS_LEVELS, classification only, `inf` where this leg
+    did not pass them), and per run the summaries at the end (`Ends`: predictor, checkpoint, the certificate's
+    decision and the status) and the method's code in SOLVER_NAMES."""
 
-    params: tuple
     beta: Float[Array, "batch d"]
-    t: Float[Array, " batch"]
-    records: Checkpoint
-    level_records: Checkpoint
     final: Checkpoint
     decided: Int[Array, " batch"]
     status: Int[Array, " batch"]
-    steps: Int[Array, " batch"]
-    accepted: Int[Array, " batch"]
-    grad_evals: Int[Array, " batch"]
     solver: Int[Array, " batch"]
-    out_of_steps: Bool[Array, " batch"]
-    recent_step: Float[Array, " batch"]
+
+    @property
+    def out_of_steps(self):
+        """Whether a run stopped on its step budget, so that another leg may go on."""
+        return self.stop == STEP_BUDGET
 
     def start(self) -> Start:
         """The `Start` of a leg that goes on from here."""
@@ -167,11 +162,9 @@ def _leg(net: Network, loss: str, opts: FlowOptions, natural, start: Start, X, y
     # On the host: what is left is a selection over small arrays, cheaper than compiling it.
     stopped = jax.tree_util.tree_map(np.asarray, program(natural, start, active, X, y, opts))
     ends = _ends(net, loss, opts, stopped.params, stopped.t, stopped.stop, X, y)
-    return Leg(params=stopped.params, beta=ends.beta, t=stopped.t, records=stopped.records,
-               level_records=stopped.level_records, final=ends.final, decided=ends.decided, status=ends.status,
-               steps=stopped.steps, accepted=stopped.accepted, grad_evals=stopped.grad_evals,
-               solver=np.full(batch, SOLVER_NAMES.index(opts.solver)), out_of_steps=stopped.stop == STEP_BUDGET,
-               recent_step=stopped.recent_step)
+    return Leg(**{field.name: getattr(stopped, field.name) for field in dataclasses.fields(stopped)},
+               beta=ends.beta, final=ends.final, decided=ends.decided, status=ends.status,
+               solver=np.full(batch, SOLVER_NAMES.index(opts.solver)))
 
 
 def _solve_auto(net: Network, loss: str, opts: FlowOptions, natural, start: Start, X, y) -> Leg:
@@ -252,12 +245,11 @@ def _joined(first: Leg, second: Leg, continued) -> Leg:
             lambda x, y: np.where(reached.reshape(*reached.shape, *[1] * (x.ndim - 2)), y, x), a, b)
 
     uncounted = (first.grad_evals < 0) | (second.grad_evals < 0)
-    merged = Leg(params=second.params, beta=second.beta, t=second.t, records=filled(first.records, second.records),
-                 level_records=filled(first.level_records, second.level_records), final=second.final,
-                 decided=second.decided, status=second.status,
-                 steps=first.steps + second.steps, accepted=first.accepted + second.accepted,
-                 grad_evals=np.where(uncounted, -1, first.grad_evals + second.grad_evals), solver=second.solver,
-                 out_of_steps=second.out_of_steps, recent_step=second.recent_step)
+    merged = dataclasses.replace(
+        second, records=filled(first.records, second.records),
+        level_records=filled(first.level_records, second.level_records), steps=first.steps + second.steps,
+        accepted=first.accepted + second.accepted,
+        grad_evals=np.where(uncounted, -1, first.grad_evals + second.grad_evals))
     return jax.tree_util.tree_map(pick, first, merged)
 
 

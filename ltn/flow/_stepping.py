@@ -202,8 +202,10 @@ def stepped_solve(
             by_time = time_due(index)
             ts = save_ts[jnp.minimum(index, slots - 1)]
             if level_slots:
+                # Located only where a level is what this iteration saves (for a batch: where any run's is).
                 t_level = _first_at_or_below(lambda t: level_of(at(t)), s.t, t_end,
-                                             levels[jnp.minimum(level_index, level_slots - 1)], ~by_time)
+                                             levels[jnp.minimum(level_index, level_slots - 1)],
+                                             ~by_time & level_due(level_index))
                 ts = jnp.where(by_time, ts, t_level)
             new = record(ts, at(ts))
 

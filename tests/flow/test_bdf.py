@@ -93,3 +93,11 @@ def test_bdf_batch_matches_single_runs(linear_solver):
         assert abs(int(both.stats.steps[i]) - int(alone.stats.steps)) <= 0.01 * int(alone.stats.steps)
         difference = jnp.linalg.norm(both.beta[i] - alone.beta) / jnp.linalg.norm(alone.beta)
         assert float(difference) <= 1e-10  # measured 5.7e-14 at most (matrix-free 1.2e-15)
+        # the same records (grid times and levels of -log L, saved by one loop that a batch runs in lockstep):
+        # measured 1.8e-12 relative in time and 8.6e-12 in log L at most
+        reached = np.asarray(alone.trajectory.reached)
+        assert np.array_equal(np.asarray(both.trajectory.reached[i]), reached) and reached.sum() >= 100
+        for name in ("time", "log_loss"):
+            batched = np.asarray(getattr(both.trajectory.checkpoints, name)[i])[reached]
+            single = np.asarray(getattr(alone.trajectory.checkpoints, name))[reached]
+            np.testing.assert_allclose(batched, single, rtol=1e-10)

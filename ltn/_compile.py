@@ -12,11 +12,11 @@ compiles, run times within the machine's noise, and the same results up to the s
 pipelines round differently, so an adaptive solve may take a few steps more or fewer). ltn asks for them where
 this XLA has the options; other backends get XLA's defaults.
 
-A program that runs briefly (`brief=True`: a one-off test, the flow's first explicit round on a small problem,
-the theory's checks, whose time goes to dense linear algebra that LLVM's pipeline does not touch) is compiled with
-LLVM's O0 instead: about 2x faster to compile and 3x slower to run (up to 6x vmapped), which wins wherever its run
-is short next to its compile (benchmarks/compile_options.py --brief). A program is brief or not by what it is,
-never by timing, so its results do not depend on the machine's load.
+A program that runs briefly (`brief=True`: a one-off test, the summaries at the ends of a flow's legs, the flow's
+first explicit round on a small problem, the theory's checks, whose time goes to dense linear algebra that LLVM's
+pipeline does not touch) is compiled with LLVM's O0 instead: about 2x faster to compile and 3x slower to run (up to
+6x vmapped), which wins wherever its run is short next to its compile (benchmarks/compile_options.py --brief). A
+program is brief or not by what it is, never by timing, so its results do not depend on the machine's load.
 
 The options are chosen at a program's first call, not at import: asking which backend is in use starts it, and
 importing ltn must not.

@@ -159,7 +159,7 @@ def _leg(net: Network, loss: str, opts: FlowOptions, natural, start: Start, X, y
     batch = start.t.shape[0]
     active = np.ones(batch, bool) if active is None else active
     program = _compiled_flow(net, loss, opts.solver, opts.checkpoints, opts.reparametrize, brief)
-    # On the host: what is left is a selection over small arrays, cheaper than compiling it.
+    # In NumPy from here: each eager JAX operation on the results would be a small program of its own to compile.
     stopped = jax.tree_util.tree_map(np.asarray, program(natural, start, active, X, y, opts))
     ends = _ends(net, loss, opts, stopped.params, stopped.t, stopped.stop, X, y)
     return Leg(**{field.name: getattr(stopped, field.name) for field in dataclasses.fields(stopped)},

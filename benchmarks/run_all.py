@@ -14,9 +14,12 @@ two sides each in a fresh process of their own, so that cold compiles are honest
 7. cold start: the quick start's `ltn run` in fresh processes, with an empty and a warm compilation cache, split
    into import, tracing, lowering, compilation and solves (benchmarks/cold_start.py);
 8. compiler options: the flow's programs compiled with XLA's defaults vs ltn's options, compile and run time
-   (benchmarks/compile_options.py).
+   (benchmarks/compile_options.py);
+9. Kvaerno5's stage solves on one run, the dense chord vs Newton-GMRES by network size
+   (benchmarks/linear_algebra.py).
 Sections 1-5 take about 3 minutes on 2 CPU cores; section 6 up to the scipy cap (`--scipy-cap`, 300 s) per
-unfinished scipy solve, so it can take half an hour. `--quick` shrinks every section (for a smoke test).
+unfinished scipy solve, so it can take half an hour; section 9 about 8 minutes. `--quick` shrinks every section
+(for a smoke test).
 """
 
 from __future__ import annotations
@@ -138,6 +141,12 @@ def section_compile_options(quick: bool) -> str:
     return compile_options.compare(quick)
 
 
+def section_linear_algebra(quick: bool) -> str:
+    import linear_algebra
+
+    return linear_algebra.compare(quick)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
@@ -157,7 +166,8 @@ def main(argv=None):
              ("classification", lambda: "" if args.quick else section_classification()),
              ("reach", lambda: section_reach(args.quick, args.scipy_cap)),
              ("cold start", lambda: section_cold_start(1 if args.quick else 3)),
-             ("compiler options", lambda: section_compile_options(args.quick))]
+             ("compiler options", lambda: section_compile_options(args.quick)),
+             ("linear algebra", lambda: section_linear_algebra(args.quick))]
     for name, run in steps:
         t0 = time.perf_counter()
         text = run()

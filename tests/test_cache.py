@@ -133,7 +133,7 @@ def test_explicit_path_beats_the_environment(tmp_path):
 
 # One flow in a fresh process with the caches in argv[1]: an odeco network whose bases are drawn from argv[2] (the
 # same shapes for every seed: only the values, closed over by the program, tell two networks apart); with argv[3]
-# "krylov", a few Newton-Krylov steps on a diagonal network above DENSE_MAX_PARAMETERS instead (lineax's GMRES
+# "krylov", a few Newton-Krylov steps on a diagonal network above CHORD_MAX_PARAMETERS instead (lineax's GMRES
 # calls LAPACK routines that JAX exports only on request).
 FLOW_WORKER = """
 import json, sys
@@ -151,8 +151,8 @@ y = X @ np.array([1.0, 0.0, -0.5, 0.0])
 params0 = net.init(jax.random.PRNGKey(0), scale=0.3)
 result = ltn.gradient_flow(net, params0, X, y, solver="tsit5", checkpoints=8)
 if sys.argv[3] == "krylov":
-    net = ltn.Diagonal(65, 2)
-    X = np.random.default_rng(0).standard_normal((3, 65))
+    net = ltn.Diagonal(251, 2)
+    X = np.random.default_rng(0).standard_normal((3, 251))
     result = ltn.gradient_flow(net, net.init(None, 0.1, kind="theorem"), X, X[:, 0], solver="kvaerno5",
                                max_steps=5, checkpoints=8)
 print(json.dumps({"traced": _gradient_flow.TRACE_COUNT["flow"], "beta": np.asarray(result.beta).tolist(),
@@ -192,9 +192,9 @@ def test_a_second_process_traces_nothing_and_gets_the_same_flow(tmp_path):
 def test_newton_krylov_programs_are_kept_too(tmp_path):
     """A Newton-Krylov leg (GMRES through lineax: LAPACK's `ormqr`, which JAX exports only with its custom-call
     check off) is read back by a second process like any other program, with the same results."""
-    from ltn.flow._solvers import DENSE_MAX_PARAMETERS
+    from ltn.flow._solvers import CHORD_MAX_PARAMETERS
 
-    assert 2 * 65 > DENSE_MAX_PARAMETERS
+    assert 2 * 251 > CHORD_MAX_PARAMETERS
     cache = str(tmp_path / "cache")
     first = _flow_worker(cache, seed=0, solver="krylov")
     assert first["traced"] == 2 and first["steps"] == 5  # the odeco flow's program and the Krylov one

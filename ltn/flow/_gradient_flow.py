@@ -347,7 +347,6 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
     `(natural_time, start: Start, active, X, y, opts)` to `_Stopped`."""
     path = _Path(net, loss, reparametrize)
     objective, regression, depth = path.objective, path.regression, net.depth
-    flow_solver = make_solver(solver_name, net.num_params)
     levels = jnp.zeros(0) if regression else jnp.asarray(LOG_LOSS_LEVELS)
 
     def time_grid(natural, opts: FlowOptions):
@@ -358,7 +357,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
         grid = jnp.minimum(jnp.geomspace(t_first, t_max, checkpoints - 1), t_max)  # geomspace may round up
         return t_max, jnp.concatenate([jnp.zeros(1), grid])
 
-    def solve_lockstep(natural, start: Start, active, X, y, opts: FlowOptions):
+    def solve_lockstep(flow_solver, natural, start: Start, active, X, y, opts: FlowOptions):
         """Regression with an explicit pair: the whole batch in one loop, each run with its own steps."""
         data_scale = jnp.linalg.norm(X, 2) * jnp.linalg.norm(y)
         _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf: leaf[0], start.params))
@@ -388,7 +387,7 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
                         steps=end.steps, accepted=end.accepted,
                         grad_evals=jnp.asarray(flow_solver.grad_evals(end.steps)), recent_step=end.h)
 
-    def solve_one(natural, start: Start, active, X, y, opts: FlowOptions, axis_name):
+    def solve_one(flow_solver, natural, start: Start, active, X, y, opts: FlowOptions, axis_name):
         """One run stepped by `stepped_solve`: classification (each run stops at its own target, located on the
         dense output, and is recorded at levels of -log L too) and implicit solvers. A run decided at the start (a
         target already met, a certified or stalled start) or not `active` ends there, with 0 steps. `axis_name`:
@@ -432,9 +431,11 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
 
     def solve(natural, start: Start, active, X, y, opts: FlowOptions):
         TRACE_COUNT["flow"] += 1
+        flow_solver = make_solver(solver_name, net.num_params, batch=start.t.shape[0])
         if regression and flow_solver.lockstep:
-            return solve_lockstep(natural, start, active, X, y, opts)
-        return over_runs(solve_one, (0, 0, 0, None, None, None))(natural, start, active, X, y, opts)
+            return solve_lockstep(flow_solver, natural, start, active, X, y, opts)
+        return over_runs(functools.partial(solve_one, flow_solver), (0, 0, 0, None, None, None))(
+            natural, start, active, X, y, opts)
 
     return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize, brief=brief)
 

@@ -3,9 +3,9 @@
 An explicit Runge-Kutta pair (`ExplicitPair`) is cheap per step but its step is bounded by stability,
 `h |lambda_max| <~ 3`, where `lambda_max` is the largest curvature of the loss along the path: a flow whose slow
 directions still move while its fast ones have settled (the rich regime, late classification) is stiff, and an
-explicit pair crawls. The implicit, L-stable ESDIRK methods of Kvaerno take steps set by accuracy alone. Up to
-DENSE_MAX_PARAMETERS parameters (`DenseChord`) their stage equations are solved by chord iterations on a Jacobian
-(a batch of Jacobian-vector products) and an inverse of `I - h gamma J` kept across stages and steps
+explicit pair crawls. The implicit, L-stable ESDIRK methods of Kvaerno take steps set by accuracy alone. On a
+network small enough (`dense_max_parameters`; `DenseChord`) their stage equations are solved by chord iterations on
+a Jacobian (a batch of Jacobian-vector products) and an inverse of `I - h gamma J` kept across stages and steps
 (`ChordESDIRK`). Above (`NewtonKrylov`), by Newton's method whose linear systems go to GMRES: `J v` is a
 Jacobian-vector product of the vector field through JAX (for the flow, a Hessian-vector product), so no Jacobian
 is formed and the cost of a step grows like that of a gradient, at any parameter count. The variable-order BDF
@@ -38,6 +38,11 @@ FLOW_SOLVERS = ("auto", *LEG_SOLVERS)
 # The step's error estimate, not these, controls accuracy: a loose stage solve shows up as a larger estimated
 # error, and a Newton solve that fails to converge rejects the step (diffrax halves it).
 NEWTON_RTOL, GMRES_RTOL, GMRES_RESTART = 1e-3, 1e-3, 20
+# The dense linear algebra of the implicit methods up to this many parameters, GMRES above (docs/theory.md §9):
+# Kvaerno's chord for a run solved alone up to CHORD_MAX_PARAMETERS; in a vmapped batch, where every run computes
+# the inversions any run asks for, and for BDF, whose triangular solves cost more than GMRES's products from
+# there, up to DENSE_MAX_PARAMETERS.
+CHORD_MAX_PARAMETERS = 500
 DENSE_MAX_PARAMETERS = 128
 
 
@@ -152,10 +157,16 @@ class MultistepBDF(FlowSolver):
         return jnp.full_like(steps, -1) if self.matrix_free else work
 
 
-def make_solver(name: str, parameters: int) -> FlowSolver:
-    """The method `name` for a network with `parameters` parameters."""
+def dense_max_parameters(name: str, batch: int) -> int:
+    """The largest network whose implicit method `name` runs on a dense Jacobian, for a batch of `batch` runs."""
+    return CHORD_MAX_PARAMETERS if name in _IMPLICIT and batch == 1 else DENSE_MAX_PARAMETERS
+
+
+def make_solver(name: str, parameters: int, batch: int = 1) -> FlowSolver:
+    """The method `name` for a batch of `batch` runs of a network with `parameters` parameters."""
     if name in _EXPLICIT:
         return ExplicitPair(name)
+    dense = parameters <= dense_max_parameters(name, batch)
     if name == "bdf":
-        return MultistepBDF(name, matrix_free=parameters > DENSE_MAX_PARAMETERS)
-    return DenseChord(name) if parameters <= DENSE_MAX_PARAMETERS else NewtonKrylov(name)
+        return MultistepBDF(name, matrix_free=not dense)
+    return DenseChord(name) if dense else NewtonKrylov(name)

@@ -6,11 +6,12 @@ import pytest
 @pytest.fixture(params=["dense", "krylov"])
 def linear_solver(request, monkeypatch):
     """Both linear algebras of the implicit methods: a dense Jacobian kept across steps (these small networks'
-    default) and GMRES on Jacobian-vector products (the default above DENSE_MAX_PARAMETERS parameters)."""
+    default) and GMRES on Jacobian-vector products (the default on larger ones, `dense_max_parameters`)."""
     from ltn.flow import _gradient_flow, _solvers
 
     if request.param == "krylov":
         monkeypatch.setattr(_solvers, "DENSE_MAX_PARAMETERS", 0)
+        monkeypatch.setattr(_solvers, "CHORD_MAX_PARAMETERS", 0)
     _gradient_flow._compiled_flow.cache_clear()  # the linear solver is chosen when a leg is compiled
     yield request.param
     _gradient_flow._compiled_flow.cache_clear()

@@ -177,6 +177,31 @@ def test_auto_tests_for_stiffness_along_the_path(linear_solver, monkeypatch):
     assert float(jnp.linalg.norm(result.beta - limit) / jnp.linalg.norm(limit)) <= 1e-8
 
 
+def test_the_linear_algebra_follows_the_size_and_the_batch():
+    """Kvaerno's chord on a dense Jacobian for a run alone up to CHORD_MAX_PARAMETERS, GMRES above and for a batch
+    above DENSE_MAX_PARAMETERS (where every run would compute the inversions any run asks for); BDF's dense path up
+    to DENSE_MAX_PARAMETERS. End to end, the chord counts its work and GMRES cannot (-1)."""
+    from ltn.flow._solvers import (CHORD_MAX_PARAMETERS, DENSE_MAX_PARAMETERS, DenseChord, NewtonKrylov,
+                                   make_solver)
+
+    assert DENSE_MAX_PARAMETERS < 200 <= CHORD_MAX_PARAMETERS
+    assert isinstance(make_solver("kvaerno5", CHORD_MAX_PARAMETERS), DenseChord)
+    assert isinstance(make_solver("kvaerno5", CHORD_MAX_PARAMETERS + 1), NewtonKrylov)
+    assert isinstance(make_solver("kvaerno3", DENSE_MAX_PARAMETERS, batch=2), DenseChord)
+    assert isinstance(make_solver("kvaerno5", DENSE_MAX_PARAMETERS + 1, batch=2), NewtonKrylov)
+    assert not make_solver("bdf", DENSE_MAX_PARAMETERS).matrix_free
+    assert make_solver("bdf", DENSE_MAX_PARAMETERS + 1).matrix_free
+
+    net = ltn.Diagonal(d=100, depth=2)  # 200 parameters
+    X = np.random.default_rng(0).standard_normal((3, 100))
+    params0 = net.init(None, 0.1, kind="theorem")
+    alone = ltn.gradient_flow(net, params0, X, X[:, 0], solver="kvaerno5", max_steps=3, checkpoints=4)
+    batch = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf, 2 * leaf]), params0)
+    both = ltn.gradient_flow(net, batch, X, X[:, 0], solver="kvaerno5", max_steps=3, checkpoints=4)
+    assert int(alone.stats.steps) == 3 and int(alone.stats.grad_evals) > 200  # a Jacobian's 200 columns at least
+    assert np.all(np.asarray(both.stats.steps) == 3) and np.all(np.asarray(both.stats.grad_evals) == -1)
+
+
 def test_auto_does_not_switch_on_a_slow_run_that_is_not_stiff():
     """Negative control: classification in plain time far out is slow (the loss falls like 1/t, so the steps grow
     only geometrically and the probe ends undecided) but not stiff (the step is set by accuracy, h |lambda_max|

@@ -4,7 +4,8 @@ Every figure is a ratio of two things measured in this process, next to machine-
 (gradient evaluations, steps):
 1. regression: gradient evaluations for the flow to reach its limit within 1e-6, vs gradient descent at its
    largest stable step (which converges, but to a point off the flow's limit by its step-size bias);
-2. throughput of one vmapped batch of 64 runs vs the same 64 runs one at a time;
+2. throughput of one vmapped batch of 64 runs vs the same 64 runs one at a time; and for the runs stepped one by
+   one (classification, implicit legs), a batch taken in turn (a CPU's default) vs vmapped vs one call each;
 3. classification: directional error to the l1 max-margin direction (scipy HiGHS LP) vs gradient evaluations,
    for the flow and for GD with a fixed step and with the loss-scaled step eta / L.
 """
@@ -117,6 +118,54 @@ def batch_throughput(sizes=BATCH_SIZES, runs: int = 64):
               "the same per run at 64 or 256 runs) and the ratio falls to a few x.\n")
 
 
+def stepped_batches(regression_runs: int = 8, classification_runs: int = 64, quick: bool = False):
+    """Runs stepped one by one (classification; a regression's implicit leg): one batched call with the batch taken
+    in turn (`ltn.flow._batching.runs_in_turn`, a CPU's default), the same call vmapped, and one call per run.
+    Warm times (best of 2 after a compiling call), the same runs and default options on every side."""
+    from ltn.flow import _batching, _gradient_flow
+
+    d = 8 if quick else 30
+    regression = sparse_regression(seed=0, n=d // 3, d=d, sparsity=3)
+    classification = separable_classification(seed=0, n=d // 3, d=d, margin=1.0)
+    deep, shallow = ltn.Diagonal(d, 4), ltn.Diagonal(d, 2)
+    cases = [(f"regression, diagonal L = 4, d = {d}, Gaussian init at 0.02 (stiff: Tsit5, then Kvaerno5)", deep,
+              regression, 0.02, regression_runs, {}),
+             (f"classification, diagonal L = 2, d = {d}, Gaussian init at 0.5, to log L = -100", shallow,
+              classification, 0.5, classification_runs, {"loss": "exponential"}),
+             ("classification, same, to log L = -1e6 (Tsit5, then BDF)", shallow, classification, 0.5,
+              classification_runs, {"loss": "exponential", "target_log_loss": -1e6})]
+    rows = []
+    for name, net, problem, scale, runs, options in cases:
+        batch = jax.vmap(lambda k: net.init(k, scale=scale))(jax.random.split(jax.random.PRNGKey(0), runs))
+        singles = [jax.tree_util.tree_map(lambda leaf: leaf[i], batch) for i in range(runs)]
+        times, results = {}, {}
+        for mode in ("in turn", "vmapped"):
+            _gradient_flow.runs_in_turn = (lambda turn: lambda: turn)(mode == "in turn")
+            _gradient_flow._compiled_flow.cache_clear()
+            results[mode], times[mode] = timed(lambda: ltn.gradient_flow(net, batch, problem.X, problem.y,
+                                                                         **options), repeat=2)
+        _gradient_flow.runs_in_turn = _batching.runs_in_turn
+        _gradient_flow._compiled_flow.cache_clear()
+        looped, times["each"] = timed(lambda: [ltn.gradient_flow(net, p, problem.X, problem.y, **options)
+                                               for p in singles], repeat=2)
+        difference = max(relative_error(results["in turn"].beta[i], r.beta) for i, r in enumerate(looped))
+        steps = np.asarray(results["in turn"].stats.steps)
+        rows.append([name, runs, f"{steps.mean():.0f} / {steps.max()}", f"{times['in turn']:.2f}",
+                     f"{times['vmapped']:.2f}", f"{times['each']:.2f}",
+                     f"**{times['vmapped'] / times['in turn']:.1f}x**", f"{times['each'] / times['in turn']:.1f}x",
+                     f"{difference:.0e}"])
+    return ("### Batching runs stepped one by one: in turn vs vmapped vs one call each (default options)\n\n"
+            + markdown_table(["case", "runs", "steps a run: mean / slowest", "in turn s", "vmapped s",
+                              "one call each s", "vmapped / in turn", "each / in turn",
+                              "max rel. beta difference, in turn / each"], rows)
+            + "\n\nWarm times (best of 2 after a compiling call). Vmapped, every run of the batch waits at each "
+              "iteration of every loop (steps, stage iterations, Newton and GMRES) for the slowest, and a "
+              "Jacobian or inversion any run asks for is computed for all; in turn, each run is stepped by the "
+              "program of a run alone (its own steps and refreshes), one after the other, in one call. The beta "
+              "difference is rounding: a regression batch's first leg is the lockstep explicit loop, and a "
+              "batch's first explicit round may be compiled for speed where a run alone gets a brief one.\n")
+
+
 def l1_max_margin(X, y):
     """argmin ||beta||_1 s.t. y_i x_i^T beta >= 1, as an LP in (beta+, beta-) with HiGHS: (unit direction,
     optimal l1-normalised margin)."""
@@ -171,7 +220,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)
-    sections = [f"Machine: {machine()}\n", regression_flow_vs_descent(), batch_throughput(), classification_direction()]
+    sections = [f"Machine: {machine()}\n", regression_flow_vs_descent(), batch_throughput(), stepped_batches(),
+                classification_direction()]
     text = "\n".join(sections)
     print(text)
     if args.out:

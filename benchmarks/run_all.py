@@ -52,7 +52,8 @@ def section_batching(runs_per_scale: int, quick: bool) -> str:
     import sweep
 
     batching = flow.batch_throughput(sizes=flow.BATCH_SIZES[:1], runs=8) if quick else flow.batch_throughput()
-    return (batching + "\n" + sweep.compare(runs_per_scale, check=False) + "\n"
+    stepped = flow.stepped_batches(2, 4, quick=True) if quick else flow.stepped_batches()
+    return (batching + "\n" + stepped + "\n" + sweep.compare(runs_per_scale, check=False) + "\n"
             + sweep.compare(runs_per_scale, check=True))
 
 

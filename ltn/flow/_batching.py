@@ -1,5 +1,6 @@
 """Input checks and the single-or-batch convention shared by flow and descent, and how a per-run program runs over a
-batch: vmapped, or on the run itself for a batch of one (`over_runs`), with a batch-wide predicate (`any_run`)."""
+batch: vmapped, in turn, or on the run itself for a batch of one (`over_runs`), with a batch-wide predicate
+(`any_run`)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,24 @@ from ..networks import Network
 BATCH_AXIS = "runs"  # the `axis_name` of the batch of runs in the per-run programs (`over_runs`)
 
 
-def over_runs(per_run: Callable, in_axes: tuple) -> Callable:
+def over_runs(per_run: Callable, in_axes: tuple, in_turn: bool = False) -> Callable:
     """`per_run(*args, axis_name=...)`, a function of one run, over a batch of runs (`in_axes`: 0 for the
     arguments with a leading batch axis, None for those shared): vmapped with `axis_name=BATCH_AXIS`, or, for a
     batch of one, called on that run alone with `axis_name=None`, its results given the batch axis back. Unbatched,
     the program is a fraction of the size (a loop's predicate is not batched, so its state is not selected at every
     iteration, and a `lax.cond` stays a branch): a single run traces and compiles in about half the time
-    (benchmarks/RESULTS.md)."""
+    (benchmarks/RESULTS.md). `in_turn`: a batch runs one run after the other in one program (`lax.map` of the
+    unbatched function), each at its own pace, instead of vmapped, where every run waits at each iteration of
+    every loop for the slowest."""
     batched_run = jax.vmap(functools.partial(per_run, axis_name=BATCH_AXIS), in_axes=in_axes, axis_name=BATCH_AXIS)
+
+    def runs_in_turn(*args):
+        def one(run_args):
+            run_args = iter(run_args)
+            return per_run(*[next(run_args) if axis == 0 else arg for arg, axis in zip(args, in_axes)],
+                           axis_name=None)
+
+        return jax.lax.map(one, [arg for arg, axis in zip(args, in_axes) if axis == 0])
 
     @functools.wraps(per_run)
     def over(*args):
@@ -34,9 +45,17 @@ def over_runs(per_run: Callable, in_axes: tuple) -> Callable:
             one = [jax.tree_util.tree_map(lambda leaf: leaf[0], arg) if axis == 0 else arg
                    for arg, axis in zip(args, in_axes)]
             return jax.tree_util.tree_map(lambda leaf: jnp.expand_dims(leaf, 0), per_run(*one, axis_name=None))
-        return batched_run(*args)
+        return runs_in_turn(*args) if in_turn else batched_run(*args)
 
     return over
+
+
+def runs_in_turn() -> bool:
+    """Whether the stepped per-run programs take a batch in turn (`over_runs(in_turn=True)`) rather than vmapped:
+    on a CPU, where vmapping gains no parallelism and every run would wait at each iteration of every loop for the
+    slowest (a batch of 8 stiff regressions: 5.3 s in turn against 22.7 s vmapped after compilation,
+    benchmarks/RESULTS.md); an accelerator runs the batch vmapped, in parallel."""
+    return jax.default_backend() == "cpu"
 
 
 def any_run(flag, axis_name: str | None):

@@ -28,7 +28,7 @@ from jaxtyping import Array, Float, Int
 from .._cache import cached_program
 from ..losses import task_of
 from ..networks import Network
-from ._batching import BATCH_AXIS, as_batch, check_problem_arrays, over_runs
+from ._batching import BATCH_AXIS, as_batch, check_problem_arrays, over_runs, runs_in_turn
 from ._certificate import UNDECIDED, gradient_small, regression_verdict, tries_every
 from ._lockstep import NONFINITE_FIELD, RUNNING, STEP_BUDGET, STEP_UNDERFLOW, lockstep_solve
 from ._objective import Checkpoint, Objective, tree_nonfinite, tree_norm
@@ -48,8 +48,9 @@ LOG_LOSS_LEVELS = -(10.0 ** (np.arange(121) / 10))
 TRACE_COUNT = {"flow": 0, "ends": 0}  # incremented at trace time; tests use them to count compiles
 # `auto`'s first explicit round is compiled as a brief program (LLVM O0, `ltn._compile.jit`) where its work is
 # small: batch x max(samples x parameters, RUN_STEP_FLOOR) (the cost of a step, in proportion: a run's step costs
-# a floor of loop overhead however small the problem) at most BRIEF_ROUND_WORK, or a tenth of that where a batch's
-# runs are vmapped (classification), whose O0 code runs much slower (benchmarks/RESULTS.md, "Brief programs").
+# a floor of loop overhead however small the problem) at most BRIEF_ROUND_WORK, or a tenth of that for a batch of
+# classification runs, stepped per run (vmapped, or in turn on a CPU), whose O0 code runs much slower
+# (benchmarks/RESULTS.md, "Brief programs").
 # Most runs of a small problem end or turn implicit within it; later rounds are compiled for speed.
 BRIEF_ROUND_WORK, RUN_STEP_FLOOR = 200_000, 1000
 
@@ -213,8 +214,8 @@ def round_work(net: Network, X, batch: int) -> int:
 
 def _brief_first_round(net: Network, X, batch: int, task: str) -> bool:
     """Whether `auto`'s first explicit round is compiled as a brief program (BRIEF_ROUND_WORK)."""
-    vmapped = task == "classification" and batch > 1
-    return round_work(net, X, batch) <= BRIEF_ROUND_WORK / (10 if vmapped else 1)
+    stepped_per_run = task == "classification" and batch > 1
+    return round_work(net, X, batch) <= BRIEF_ROUND_WORK / (10 if stepped_per_run else 1)
 
 
 def _within_steps_of_target(leg: Leg, target: float, steps: int):
@@ -431,11 +432,12 @@ def _compiled_flow(net: Network, loss: str, solver_name: str, checkpoints: int, 
 
     def solve(natural, start: Start, active, X, y, opts: FlowOptions):
         TRACE_COUNT["flow"] += 1
-        flow_solver = make_solver(solver_name, net.num_params, batch=start.t.shape[0])
+        in_turn = runs_in_turn()
+        flow_solver = make_solver(solver_name, net.num_params, vmapped=start.t.shape[0] > 1 and not in_turn)
         if regression and flow_solver.lockstep:
             return solve_lockstep(flow_solver, natural, start, active, X, y, opts)
-        return over_runs(functools.partial(solve_one, flow_solver), (0, 0, 0, None, None, None))(
-            natural, start, active, X, y, opts)
+        return over_runs(functools.partial(solve_one, flow_solver), (0, 0, 0, None, None, None),
+                         in_turn=in_turn)(natural, start, active, X, y, opts)
 
     return cached_program(solve, "flow.solve", net, loss, solver_name, checkpoints, reparametrize, brief=brief)
 

@@ -39,9 +39,9 @@ FLOW_SOLVERS = ("auto", *LEG_SOLVERS)
 # error, and a Newton solve that fails to converge rejects the step (diffrax halves it).
 NEWTON_RTOL, GMRES_RTOL, GMRES_RESTART = 1e-3, 1e-3, 20
 # The dense linear algebra of the implicit methods up to this many parameters, GMRES above (docs/theory.md §9):
-# Kvaerno's chord for a run solved alone up to CHORD_MAX_PARAMETERS; in a vmapped batch, where every run computes
-# the inversions any run asks for, and for BDF, whose triangular solves cost more than GMRES's products from
-# there, up to DENSE_MAX_PARAMETERS.
+# Kvaerno's chord for runs solved on their own (alone or in turn) up to CHORD_MAX_PARAMETERS; in a vmapped batch,
+# where every run computes the inversions any run asks for, and for BDF, whose triangular solves cost more than
+# GMRES's products from there, up to DENSE_MAX_PARAMETERS.
 CHORD_MAX_PARAMETERS = 500
 DENSE_MAX_PARAMETERS = 128
 
@@ -157,16 +157,17 @@ class MultistepBDF(FlowSolver):
         return jnp.full_like(steps, -1) if self.matrix_free else work
 
 
-def dense_max_parameters(name: str, batch: int) -> int:
-    """The largest network whose implicit method `name` runs on a dense Jacobian, for a batch of `batch` runs."""
-    return CHORD_MAX_PARAMETERS if name in _IMPLICIT and batch == 1 else DENSE_MAX_PARAMETERS
+def dense_max_parameters(name: str, vmapped: bool) -> int:
+    """The largest network whose implicit method `name` runs on a dense Jacobian, for runs `vmapped` in a batch or
+    solved on their own."""
+    return CHORD_MAX_PARAMETERS if name in _IMPLICIT and not vmapped else DENSE_MAX_PARAMETERS
 
 
-def make_solver(name: str, parameters: int, batch: int = 1) -> FlowSolver:
-    """The method `name` for a batch of `batch` runs of a network with `parameters` parameters."""
+def make_solver(name: str, parameters: int, vmapped: bool = False) -> FlowSolver:
+    """The method `name` for a network with `parameters` parameters, its runs `vmapped` or on their own."""
     if name in _EXPLICIT:
         return ExplicitPair(name)
-    dense = parameters <= dense_max_parameters(name, batch)
+    dense = parameters <= dense_max_parameters(name, vmapped)
     if name == "bdf":
         return MultistepBDF(name, matrix_free=not dense)
     return DenseChord(name) if dense else NewtonKrylov(name)

@@ -15,3 +15,14 @@ def linear_solver(request, monkeypatch):
     _gradient_flow._compiled_flow.cache_clear()  # the linear solver is chosen when a leg is compiled
     yield request.param
     _gradient_flow._compiled_flow.cache_clear()
+
+
+@pytest.fixture(params=["in_turn", "vmapped"])
+def batch_mode(request, monkeypatch):
+    """Both ways a batch of stepped runs is solved: in turn (a CPU's default) and vmapped (an accelerator's)."""
+    from ltn.flow import _gradient_flow
+
+    monkeypatch.setattr(_gradient_flow, "runs_in_turn", lambda: request.param == "in_turn")
+    _gradient_flow._compiled_flow.cache_clear()  # the batch's mode is chosen when a leg is traced
+    yield request.param
+    _gradient_flow._compiled_flow.cache_clear()

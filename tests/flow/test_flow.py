@@ -213,7 +213,8 @@ def test_batch_runs_under_one_compile_and_matches_single_runs():
 
 def test_a_batch_of_one_runs_unbatched_and_a_larger_batch_vmapped():
     """`over_runs` calls the per-run function on the one run itself (no batch axis name, so a batch-wide predicate
-    is the run's own) and gives its results the batch axis back; a larger batch is vmapped under BATCH_AXIS."""
+    is the run's own) and gives its results the batch axis back; a larger batch is vmapped under BATCH_AXIS, or
+    taken in turn."""
     seen = []
 
     def per_run(x, shared, axis_name):
@@ -226,6 +227,11 @@ def test_a_batch_of_one_runs_unbatched_and_a_larger_batch_vmapped():
     assert one["scaled"].shape == (1,) and float(one["scaled"][0]) == float(two["scaled"][0]) == -6.0
     assert not bool(one["any_positive"][0])  # the run alone: no other run's flag counts
     assert list(np.asarray(two["any_positive"])) == [True, True]
+    # in turn: each run of the batch on its own, one after the other, no batch-wide predicate
+    in_turn = over_runs(per_run, (0, None), in_turn=True)(jnp.array([-2.0, 1.0]), 3.0)
+    assert seen[2:] == [None]  # the one run's function, traced once
+    assert list(np.asarray(in_turn["scaled"])) == [-6.0, 3.0]
+    assert list(np.asarray(in_turn["any_positive"])) == [False, True]
 
 
 def test_descent_batch_and_loss_scaled_step():

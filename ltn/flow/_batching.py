@@ -53,8 +53,8 @@ def over_runs(per_run: Callable, in_axes: tuple, in_turn: bool = False) -> Calla
 def runs_in_turn() -> bool:
     """Whether the stepped per-run programs take a batch in turn (`over_runs(in_turn=True)`) rather than vmapped:
     on a CPU, where vmapping gains no parallelism and every run would wait at each iteration of every loop for the
-    slowest (a batch of 8 stiff regressions: 5.3 s in turn against 22.7 s vmapped after compilation,
-    benchmarks/RESULTS.md); an accelerator runs the batch vmapped, in parallel."""
+    slowest (8 stiff regressions: 5.2 s in turn against 43 s vmapped after compilation, benchmarks/RESULTS.md); an
+    accelerator runs the batch vmapped, in parallel."""
     return jax.default_backend() == "cpu"
 
 

@@ -119,35 +119,43 @@ def batch_throughput(sizes=BATCH_SIZES, runs: int = 64):
 
 
 def stepped_batches(regression_runs: int = 8, classification_runs: int = 64, quick: bool = False):
-    """Runs stepped one by one (classification; a regression's implicit leg): one batched call with the batch taken
-    in turn (`ltn.flow._batching.runs_in_turn`, a CPU's default), the same call vmapped, and one call per run.
-    Warm times (best of 2 after a compiling call), the same runs and default options on every side."""
-    from ltn.flow import _batching, _gradient_flow
+    """Runs stepped one by one (classification; a regression's implicit leg; gradient descent): one batched call with
+    the batch taken in turn (`ltn.flow._batching.runs_in_turn`, a CPU's default), the same call vmapped, and one
+    call per run. Warm times (best of 2 after a compiling call), the same runs and default options on every side."""
+    from ltn.flow import _batching, _descent, _gradient_flow
 
     d = 8 if quick else 30
     regression = sparse_regression(seed=0, n=d // 3, d=d, sparsity=3)
     classification = separable_classification(seed=0, n=d // 3, d=d, margin=1.0)
     deep, shallow = ltn.Diagonal(d, 4), ltn.Diagonal(d, 2)
+    flow, descent = ltn.gradient_flow, ltn.gradient_descent
     cases = [(f"regression, diagonal L = 4, d = {d}, Gaussian init at 0.02 (stiff: Tsit5, then Kvaerno5)", deep,
-              regression, 0.02, regression_runs, {}),
+              regression, 0.02, regression_runs, flow, {}),
              (f"classification, diagonal L = 2, d = {d}, Gaussian init at 0.5, to log L = -100", shallow,
-              classification, 0.5, classification_runs, {"loss": "exponential"}),
+              classification, 0.5, classification_runs, flow, {"loss": "exponential"}),
              ("classification, same, to log L = -1e6 (Tsit5, then BDF)", shallow, classification, 0.5,
-              classification_runs, {"loss": "exponential", "target_log_loss": -1e6})]
+              classification_runs, flow, {"loss": "exponential", "target_log_loss": -1e6}),
+             (f"gradient descent, regression, diagonal L = 2, d = {d}, Gaussian init at 0.5, step 0.02", shallow,
+              regression, 0.5, 4 * classification_runs, descent, {"learning_rate": 0.02, "max_steps": 20_000})]
+    modules = (_gradient_flow, _descent)
+    caches = (_gradient_flow._compiled_flow, _descent._compiled_descent)
     rows = []
-    for name, net, problem, scale, runs, options in cases:
+    for name, net, problem, scale, runs, solve, options in cases:
         batch = jax.vmap(lambda k: net.init(k, scale=scale))(jax.random.split(jax.random.PRNGKey(0), runs))
         singles = [jax.tree_util.tree_map(lambda leaf: leaf[i], batch) for i in range(runs)]
         times, results = {}, {}
         for mode in ("in turn", "vmapped"):
-            _gradient_flow.runs_in_turn = (lambda turn: lambda: turn)(mode == "in turn")
-            _gradient_flow._compiled_flow.cache_clear()
-            results[mode], times[mode] = timed(lambda: ltn.gradient_flow(net, batch, problem.X, problem.y,
-                                                                         **options), repeat=2)
-        _gradient_flow.runs_in_turn = _batching.runs_in_turn
-        _gradient_flow._compiled_flow.cache_clear()
-        looped, times["each"] = timed(lambda: [ltn.gradient_flow(net, p, problem.X, problem.y, **options)
-                                               for p in singles], repeat=2)
+            for module in modules:
+                module.runs_in_turn = (lambda turn: lambda: turn)(mode == "in turn")
+            for cache in caches:
+                cache.cache_clear()
+            results[mode], times[mode] = timed(lambda: solve(net, batch, problem.X, problem.y, **options), repeat=2)
+        for module in modules:
+            module.runs_in_turn = _batching.runs_in_turn
+        for cache in caches:
+            cache.cache_clear()
+        looped, times["each"] = timed(lambda: [solve(net, p, problem.X, problem.y, **options) for p in singles],
+                                      repeat=2)
         difference = max(relative_error(results["in turn"].beta[i], r.beta) for i, r in enumerate(looped))
         steps = np.asarray(results["in turn"].stats.steps)
         rows.append([name, runs, f"{steps.mean():.0f} / {steps.max()}", f"{times['in turn']:.2f}",

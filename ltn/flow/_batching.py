@@ -53,7 +53,7 @@ def over_runs(per_run: Callable, in_axes: tuple, in_turn: bool = False) -> Calla
 def runs_in_turn() -> bool:
     """Whether the stepped per-run programs take a batch in turn (`over_runs(in_turn=True)`) rather than vmapped:
     on a CPU, where vmapping gains no parallelism and every run would wait at each iteration of every loop for the
-    slowest (8 stiff regressions: 5.2 s in turn against 43 s vmapped after compilation, benchmarks/RESULTS.md); an
+    slowest (8 stiff regressions: 4.4 s in turn against 40 s vmapped after compilation, benchmarks/RESULTS.md); an
     accelerator runs the batch vmapped, in parallel."""
     return jax.default_backend() == "cpu"
 

@@ -15,7 +15,7 @@ import numpy as np
 from .._compile import jit
 from ..losses import task_of
 from ..networks import Network
-from ._batching import as_batch, check_problem_arrays, first_run, over_runs
+from ._batching import as_batch, check_problem_arrays, first_run, over_runs, runs_in_turn
 from ._certificate import UNDECIDED, gradient_small, regression_verdict, tries_every
 from ._objective import Objective, tree_nonfinite, tree_norm
 from ._options import FlowOptions, descent_options
@@ -138,6 +138,6 @@ def _build_descent(net, loss, max_steps, step_scaling, num_checkpoints, optimize
                           trajectory=Trajectory(checkpoints=records, log_time=record_log_times))
 
     def solve(params0, X, y, opts: FlowOptions):
-        return over_runs(solve_one, (0, None, None, None))(params0, X, y, opts)
+        return over_runs(solve_one, (0, None, None, None), in_turn=runs_in_turn())(params0, X, y, opts)
 
     return jit(solve)

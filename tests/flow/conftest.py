@@ -19,10 +19,15 @@ def linear_solver(request, monkeypatch):
 
 @pytest.fixture(params=["in_turn", "vmapped"])
 def batch_mode(request, monkeypatch):
-    """Both ways a batch of stepped runs is solved: in turn (a CPU's default) and vmapped (an accelerator's)."""
-    from ltn.flow import _gradient_flow
+    """Both ways a batch of stepped runs (and of gradient descent) is solved: in turn (a CPU's default) and vmapped
+    (an accelerator's)."""
+    from ltn.flow import _descent, _gradient_flow
 
-    monkeypatch.setattr(_gradient_flow, "runs_in_turn", lambda: request.param == "in_turn")
-    _gradient_flow._compiled_flow.cache_clear()  # the batch's mode is chosen when a leg is traced
+    compiled = (_gradient_flow._compiled_flow, _descent._compiled_descent)
+    for module in (_gradient_flow, _descent):
+        monkeypatch.setattr(module, "runs_in_turn", lambda: request.param == "in_turn")
+    for cache in compiled:  # the batch's mode is chosen when a program is traced
+        cache.cache_clear()
     yield request.param
-    _gradient_flow._compiled_flow.cache_clear()
+    for cache in compiled:
+        cache.cache_clear()

@@ -234,15 +234,22 @@ def test_a_batch_of_one_runs_unbatched_and_a_larger_batch_vmapped():
     assert list(np.asarray(in_turn["any_positive"])) == [False, True]
 
 
-def test_descent_batch_and_loss_scaled_step():
+def test_descent_batch_and_loss_scaled_step(batch_mode):
     net = ltn.Diagonal(d=8, depth=2)
     keys = jax.random.split(jax.random.PRNGKey(8), 2)
     batch = jax.vmap(lambda k: net.init(k, scale=0.3))(keys)
-    result = ltn.gradient_descent(net, batch, CLS.X, CLS.y, "exponential", learning_rate=0.1,
-                                  step_scaling="loss", target_log_loss=-30.0, max_steps=20_000)
+    options = dict(learning_rate=0.1, step_scaling="loss", target_log_loss=-30.0, max_steps=20_000)
+    result = ltn.gradient_descent(net, batch, CLS.X, CLS.y, "exponential", **options)
     assert list(result.status_name) == ["converged"] * 2
     assert np.all(np.asarray(result.final.log_loss) <= -30.0)
     assert np.all(np.asarray(result.stats.grad_evals) == np.asarray(result.stats.steps) + 2)
+    for i, key in enumerate(keys):
+        alone = ltn.gradient_descent(net, net.init(key, scale=0.3), CLS.X, CLS.y, "exponential", **options)
+        assert int(result.stats.steps[i]) == int(alone.stats.steps)
+        if batch_mode == "in_turn":  # the run's own program, one after the other: the same arithmetic
+            np.testing.assert_array_equal(result.beta[i], alone.beta)
+        else:  # batched products round differently: measured 9.7e-15 at most
+            np.testing.assert_allclose(result.beta[i], alone.beta, rtol=1e-10)
 
 
 BAD_CALLS = [

@@ -5,7 +5,8 @@ Every figure is a ratio of two things measured in this process, next to machine-
 1. regression: gradient evaluations for the flow to reach its limit within 1e-6, vs gradient descent at its
    largest stable step (which converges, but to a point off the flow's limit by its step-size bias);
 2. throughput of one vmapped batch of 64 runs vs the same 64 runs one at a time; and for the runs stepped one by
-   one (classification, implicit legs), a batch taken in turn (a CPU's default) vs vmapped vs one call each;
+   one (classification, implicit legs, gradient descent), a batch taken in turn (a CPU's default) vs vmapped vs
+   one call each;
 3. classification: directional error to the l1 max-margin direction (scipy HiGHS LP) vs gradient evaluations,
    for the flow and for GD with a fixed step and with the loss-scaled step eta / L.
 """

@@ -45,8 +45,8 @@ def _problem(depth, d, n, alpha, sparsity):
 
 def _child(case: tuple, side: str) -> dict:
     """In a fresh process: the case with the side's linear algebra, first and second call."""
-    limit = _solvers.CHORD_MAX_PARAMETERS = 10**9 if side == "dense" else 0
-    _solvers.DENSE_MAX_PARAMETERS = limit
+    limit = 10**9 if side == "dense" else 0
+    _solvers.CHORD_MAX_PARAMETERS = _solvers.DENSE_MAX_PARAMETERS = limit
     net, params0, X, y = _problem(*case)
     exact = np.asarray(ltn.predict(net, X, y, init=params0).beta)
     times = []

@@ -29,7 +29,7 @@ def over_runs(per_run: Callable, in_axes: tuple, in_turn: bool = False) -> Calla
     every loop for the slowest."""
     batched_run = jax.vmap(functools.partial(per_run, axis_name=BATCH_AXIS), in_axes=in_axes, axis_name=BATCH_AXIS)
 
-    def runs_in_turn(*args):
+    def taken_in_turn(*args):
         def one(run_args):
             run_args = iter(run_args)
             return per_run(*[next(run_args) if axis == 0 else arg for arg, axis in zip(args, in_axes)],
@@ -45,7 +45,7 @@ def over_runs(per_run: Callable, in_axes: tuple, in_turn: bool = False) -> Calla
             one = [jax.tree_util.tree_map(lambda leaf: leaf[0], arg) if axis == 0 else arg
                    for arg, axis in zip(args, in_axes)]
             return jax.tree_util.tree_map(lambda leaf: jnp.expand_dims(leaf, 0), per_run(*one, axis_name=None))
-        return runs_in_turn(*args) if in_turn else batched_run(*args)
+        return taken_in_turn(*args) if in_turn else batched_run(*args)
 
     return over
 
